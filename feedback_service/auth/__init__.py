@@ -1,0 +1,1 @@
+"""Who is calling (credentials -> principal) and what they may do (access rules)."""

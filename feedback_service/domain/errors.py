@@ -1,0 +1,47 @@
+"""Errors the rules raise; the transport maps each to one gRPC status code."""
+
+from dataclasses import dataclass
+
+
+class ServiceError(Exception):
+    """A failure the caller should see, with a message safe to show them."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One invalid request field and why."""
+
+    field: str
+    description: str
+
+
+class InvalidArgument(ServiceError):
+    """The request is malformed; `violations` names the fields at fault."""
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        self.violations = violations
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+
+
+class Unauthenticated(ServiceError):
+    """No usable credentials."""
+
+
+class PermissionDenied(ServiceError):
+    """The caller is known but may not do this."""
+
+
+class NotFound(ServiceError):
+    """The thing does not exist, or the caller may not know that it does."""
+
+
+class AlreadyExists(ServiceError):
+    """A create collided with an existing record."""
+
+
+class FailedPrecondition(ServiceError):
+    """The request is well formed but the system's state refuses it."""
+
+
+class Unavailable(ServiceError):
+    """A dependency (the database) is unreachable; retrying may succeed."""

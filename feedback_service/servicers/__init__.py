@@ -1,0 +1,1 @@
+"""gRPC servicers: read the request, call one rule, return a message."""

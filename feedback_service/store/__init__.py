@@ -1,0 +1,1 @@
+"""Persistence: Peewee models, the queries on them, and the database binding."""

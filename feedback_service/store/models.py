@@ -1,0 +1,86 @@
+"""Peewee models: registered threads and runs, and the feedback on runs.
+
+Timestamps are integer microseconds since the Unix epoch (UTC), the same on
+every backend. Ids are VARCHAR(128) so that the composite unique index fits
+MySQL's key length limit.
+"""
+
+from peewee import (
+    AutoField,
+    BigAutoField,
+    BigIntegerField,
+    CharField,
+    Check,
+    DatabaseProxy,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    SmallIntegerField,
+    TextField,
+)
+
+ID_LENGTH = 128
+
+# Bound once at start by store.database.open_database().
+database = DatabaseProxy()
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Thread(BaseModel):
+    """A conversation; owner_user_id is '' for a shared thread."""
+
+    thread_id = CharField(ID_LENGTH, primary_key=True)
+    owner_user_id = CharField(ID_LENGTH, default="")
+    created_at = BigIntegerField()
+
+
+class Run(BaseModel):
+    """One agent execution; run ids are unique across threads."""
+
+    run_id = CharField(ID_LENGTH, primary_key=True)
+    thread = ForeignKeyField(Thread, column_name="thread_id", backref="runs", on_delete="CASCADE")
+    created_at = BigIntegerField()
+
+
+class Feedback(BaseModel):
+    """One user's rating of a run (message_id '') or of one of its messages.
+
+    `id` orders rows oldest first and keys pagination; `feedback_id` is the
+    public id.
+    """
+
+    id = BigAutoField()
+    feedback_id = CharField(ID_LENGTH, unique=True)
+    thread_id = CharField(ID_LENGTH)
+    run = ForeignKeyField(Run, column_name="run_id", backref="feedback", on_delete="CASCADE")
+    user_id = CharField(ID_LENGTH)
+    message_id = CharField(ID_LENGTH, default="")
+    rating = SmallIntegerField(constraints=[Check("rating IN (-1, 1)")])
+    comment = TextField(default="")
+    created_at = BigIntegerField()
+    updated_at = BigIntegerField()
+
+    class Meta:
+        indexes = (
+            # One feedback per (thread, run, user, message); also serves stats.
+            (("thread_id", "run_id", "user_id", "message_id"), True),
+            # ListFeedback for a service (every user), oldest first.
+            (("thread_id", "run_id", "id"), False),
+            # ListThreadFeedback for one user, oldest first.
+            (("thread_id", "user_id", "id"), False),
+        )
+
+
+class SchemaVersion(BaseModel):
+    """The schema version this database has been migrated to (one row)."""
+
+    id = AutoField()
+    version = IntegerField()
+
+
+MODELS = (Thread, Run, Feedback)
