@@ -110,7 +110,15 @@ class JwtVerifier:
                 algorithms=[algorithm],
                 issuer=s.issuer,
                 audience=s.audience,
-                options={"require": ["exp", "sub"], "verify_aud": s.audience is not None},
+                # With no audience configured, a token naming one is refused (not for us).
+                options={
+                    "require": [
+                        "exp",
+                        "sub",
+                        *(["iss"] if s.issuer else []),
+                        *(["aud"] if s.audience else []),
+                    ]
+                },
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("token expired") from None

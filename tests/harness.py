@@ -1,0 +1,159 @@
+"""A real feedback-service server for tests: built by the production
+build_server(), served on a free port in a background thread, reached through
+a real gRPC channel with the generated stubs."""
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import jwt
+
+from feedback.v1 import feedback_pb2_grpc, thread_registry_pb2_grpc
+from feedback_service.config import Settings
+from feedback_service.server import Service, build_server
+from feedback_service.store.database import Store, open_database
+from feedback_service.store.migrations import migrate
+from feedback_service.store.models import MODELS, SchemaVersion
+
+JWT_SECRET = "test-secret-" + "0123456789abcdef" * 4
+SERVICE_NAME = "platform"
+SERVICE_TOKEN = "platform-token-0123456789"
+
+BACKEND_URLS = {
+    "postgres": os.environ.get("FEEDBACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+    "mysql": os.environ.get("FEEDBACK_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
+}
+
+
+def server_settings(data_dir: Path, **overrides) -> Settings:
+    values = {
+        "listen": "127.0.0.1:0",
+        "data_dir": data_dir,
+        "jwt_secret": JWT_SECRET,
+        "service_tokens": {SERVICE_NAME: SERVICE_TOKEN},
+        "db_workers": 4,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+def reset_database(url: str) -> None:
+    """Drops every table so the next migrate starts from nothing."""
+    db = open_database(url)
+    with db.connection_context():
+        db.drop_tables([*MODELS, SchemaVersion], safe=True, cascade=not url.startswith("sqlite"))
+    db.close()
+
+
+class ServerThread:
+    """Runs one server on its own event loop in a daemon thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = 0
+        self.service: Service | None = None
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "ServerThread":
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error:
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        try:
+            db = open_database(self.settings.effective_database_url())
+            migrate(db)
+            self.service = build_server(self.settings, Store(db, self.settings.db_workers))
+            await self.service.start()
+            self.port = self.service.port
+            self._loop = asyncio.get_running_loop()
+            self._stopped = asyncio.Event()
+        except BaseException as exc:  # surfaced to the test by start()
+            self._error = exc
+            self._ready.set()
+            raise
+        self._ready.set()
+        await self._stopped.wait()
+        await self.service.stop(self.settings.shutdown_grace_s)
+
+    def run_on_loop(self, coroutine) -> object:
+        """Runs a coroutine on the server's loop (e.g. to read health state)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
+
+    def stop(self) -> None:
+        if self._loop and self._stopped:
+            self._loop.call_soon_threadsafe(self._stopped.set)
+        self._thread.join(30)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass
+class Client:
+    """Stubs over one channel to the server under test."""
+
+    channel: grpc.Channel
+
+    @property
+    def feedback(self) -> feedback_pb2_grpc.FeedbackServiceStub:
+        return feedback_pb2_grpc.FeedbackServiceStub(self.channel)
+
+    @property
+    def registry(self) -> thread_registry_pb2_grpc.ThreadRegistryStub:
+        return thread_registry_pb2_grpc.ThreadRegistryStub(self.channel)
+
+
+@contextmanager
+def running_server(settings: Settings) -> Iterator[tuple[ServerThread, Client]]:
+    server = ServerThread(settings).start()
+    channel = grpc.insecure_channel(server.address)
+    try:
+        yield server, Client(channel)
+    finally:
+        channel.close()
+        server.stop()
+
+
+# --- credentials as metadata -----------------------------------------------------
+
+
+def user_token(user_id: str | None, *, secret: str = JWT_SECRET, ttl_s: int = 600, **claims) -> str:
+    """An HS256 token; user_id None leaves out `sub`."""
+    payload: dict[str, object] = {"exp": int(time.time()) + ttl_s, **claims}
+    if user_id is not None:
+        payload["sub"] = user_id
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def bearer(token: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {token}")]
+
+
+def as_user(user_id: str, scope: str | None = None) -> list[tuple[str, str]]:
+    claims = {} if scope is None else {"scope": scope}
+    return bearer(user_token(user_id, **claims))
+
+
+def as_service() -> list[tuple[str, str]]:
+    return [("x-service-token", SERVICE_TOKEN)]
+
+
+def as_service_for(user_id: str) -> list[tuple[str, str]]:
+    return [("x-service-token", SERVICE_TOKEN), ("x-on-behalf-of", user_id)]
