@@ -3,27 +3,28 @@
 import argparse
 import asyncio
 import logging
+import multiprocessing
 import signal
 import sys
+import time
 from dataclasses import replace
 
 from feedback_service.auth.credentials import mint_token
 from feedback_service.config import Settings
-from feedback_service.store.database import Store, describe_url, open_database
+from feedback_service.store.database import describe_url, open_database
 from feedback_service.store.migrations import migrate
 
 log = logging.getLogger("feedback_service")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
 
 
-async def serve(settings: Settings) -> None:
-    from feedback_service.server import build_server  # grpc imports only when serving
+async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
+    from feedback_service.server import create_service  # grpc loads only when serving
 
-    url = settings.effective_database_url()
-    db = open_database(url)
-    migrate(db)
-    service = build_server(settings, Store(db, settings.db_workers))
+    service = create_service(settings, reuse_port=reuse_port)
     await service.start()
-    log.info("serving on %s (port %d), database %s", settings.listen, service.port, describe_url(url))
+    url = describe_url(settings.effective_database_url())
+    log.info("serving on %s (port %d), database %s", settings.listen, service.port, url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -34,9 +35,48 @@ async def serve(settings: Settings) -> None:
     log.info("stopped")
 
 
+def _worker(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    asyncio.run(serve(settings, reuse_port=True))
+
+
+def serve_workers(settings: Settings) -> int:
+    """N server processes on one port (SO_REUSEPORT): the kernel spreads
+    connections across them. Each has its own database pool; they share
+    nothing but the database. SIGTERM/SIGINT is passed on to every worker."""
+    if settings.listen.rsplit(":", 1)[-1] == "0":
+        log.error("--workers needs a fixed port: the workers must share it")
+        return 2
+    migrate(open_database(settings.effective_database_url(), settings.db_connect_timeout_s))
+    settings.resolved_jwt_secret()  # generate it once, before the workers read it
+    context = multiprocessing.get_context("spawn")  # no gRPC state crosses a fork
+    workers = [
+        context.Process(target=_worker, args=(settings,), name=f"worker-{i}") for i in range(settings.workers)
+    ]
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()  # SIGTERM: drains like a single server
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for worker in workers:
+        worker.start()
+    while any(worker.is_alive() for worker in workers):
+        if not stopping and any(w.exitcode not in (None, 0) for w in workers):
+            log.error("a worker failed; stopping the others")
+            stop(signal.SIGTERM, None)
+        time.sleep(0.2)
+    return 0 if all(worker.exitcode == 0 for worker in workers) else 1
+
+
 def run_migrate(settings: Settings) -> None:
     url = settings.effective_database_url()
-    version = migrate(open_database(url))
+    version = migrate(open_database(url, settings.db_connect_timeout_s))
     print(f"{describe_url(url)}: schema at version {version}")
 
 
@@ -63,6 +103,9 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the gRPC server")
     serve_cmd.add_argument("--listen", help="host:port (default: FEEDBACK_LISTEN or 127.0.0.1:50051)")
+    serve_cmd.add_argument(
+        "--workers", type=int, help="server processes sharing the port (default: FEEDBACK_WORKERS or 1)"
+    )
     commands.add_parser("migrate", help="create or upgrade the database schema, then exit")
     token = commands.add_parser("token", help="print an HS256 JWT for a user, for trying the service")
     token.add_argument("user_id")
@@ -74,10 +117,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     if args.command == "serve":
-        if args.listen:
-            settings = replace(settings, listen=args.listen)
+        settings = replace(
+            settings, listen=args.listen or settings.listen, workers=args.workers or settings.workers
+        )
+        if settings.workers > 1:
+            return serve_workers(settings)
         asyncio.run(serve(settings))
     elif args.command == "migrate":
         run_migrate(settings)

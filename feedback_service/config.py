@@ -32,6 +32,9 @@ class Settings:
     jwt_audience: str | None = None
     service_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
     db_workers: int = 8
+    db_connect_timeout_s: float = 5.0
+    health_interval_s: float = 1.0
+    workers: int = 1
     shutdown_grace_s: float = 10.0
     reflection: bool = True
     log_level: str = "INFO"
@@ -53,6 +56,9 @@ class Settings:
             jwt_audience=get("JWT_AUDIENCE"),
             service_tokens=parse_service_tokens(get("SERVICE_TOKENS") or ""),
             db_workers=int(get("DB_WORKERS") or 8),
+            db_connect_timeout_s=float(get("DB_CONNECT_TIMEOUT_S") or 5),
+            health_interval_s=float(get("HEALTH_INTERVAL_S") or 1),
+            workers=int(get("WORKERS") or 1),
             shutdown_grace_s=float(get("SHUTDOWN_GRACE_S") or 10),
             reflection=_flag(get("REFLECTION") or "true"),
             log_level=(get("LOG_LEVEL") or "INFO").upper(),

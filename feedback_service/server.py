@@ -1,10 +1,11 @@
 """Builds the gRPC server: interceptors, servicers, health and reflection."""
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 
 from feedback.v1 import feedback_pb2, feedback_pb2_grpc, thread_registry_pb2, thread_registry_pb2_grpc
 from feedback_service.auth.access import declared_rules
@@ -12,13 +13,15 @@ from feedback_service.auth.credentials import Authenticator, JwtVerifier, Servic
 from feedback_service.config import Settings
 from feedback_service.domain.feedback import FeedbackRules
 from feedback_service.domain.threads import ThreadRules
+from feedback_service.health import DatabaseHealth
 from feedback_service.interceptors.authentication import AuthenticationInterceptor
 from feedback_service.interceptors.authorization import AuthorizationInterceptor
 from feedback_service.interceptors.errors import ErrorStatusInterceptor
 from feedback_service.reflection import enable_reflection
 from feedback_service.servicers.feedback import FeedbackServicer
 from feedback_service.servicers.thread_registry import ThreadRegistryServicer
-from feedback_service.store.database import Store
+from feedback_service.store.database import Store, open_database
+from feedback_service.store.migrations import migrate
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +40,17 @@ class Service:
     port: int
     health: health.aio.HealthServicer
     store: Store
+    database_health: DatabaseHealth
+    _watcher: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.server.start()
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._watcher = asyncio.create_task(self.database_health.watch())
 
     async def stop(self, grace_s: float) -> None:
         """Reports NOT_SERVING, refuses new calls, lets in-flight calls finish."""
+        if self._watcher:
+            self._watcher.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
         self.store.close()
@@ -69,4 +75,12 @@ def build_server(settings: Settings, store: Store, *, reuse_port: bool = False) 
     if settings.reflection:
         enable_reflection(server, [*SERVICE_NAMES, health.SERVICE_NAME])
     port = server.add_insecure_port(settings.listen)
-    return Service(server, port, health_servicer, store)
+    database_health = DatabaseHealth(store, health_servicer, SERVICE_NAMES, settings.health_interval_s)
+    return Service(server, port, health_servicer, store, database_health)
+
+
+def create_service(settings: Settings, *, reuse_port: bool = False) -> Service:
+    """Opens and migrates the database, then builds the server over it."""
+    db = open_database(settings.effective_database_url(), settings.db_connect_timeout_s)
+    migrate(db)
+    return build_server(settings, Store(db, settings.db_workers), reuse_port=reuse_port)

@@ -16,9 +16,8 @@ import jwt
 
 from feedback.v1 import feedback_pb2_grpc, thread_registry_pb2_grpc
 from feedback_service.config import Settings
-from feedback_service.server import Service, build_server
-from feedback_service.store.database import Store, open_database
-from feedback_service.store.migrations import migrate
+from feedback_service.server import Service, create_service
+from feedback_service.store.database import open_database
 from feedback_service.store.models import MODELS, SchemaVersion
 
 JWT_SECRET = "test-secret-" + "0123456789abcdef" * 4
@@ -76,9 +75,7 @@ class ServerThread:
 
     async def _main(self) -> None:
         try:
-            db = open_database(self.settings.effective_database_url())
-            migrate(db)
-            self.service = build_server(self.settings, Store(db, self.settings.db_workers))
+            self.service = create_service(self.settings)
             await self.service.start()
             self.port = self.service.port
             self._loop = asyncio.get_running_loop()

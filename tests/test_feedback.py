@@ -383,3 +383,11 @@ def test_delete_run_feedback_removes_only_the_callers(world):
     assert (result.total, result.positive) == (1, 1)
     error = rpc_error(world.feedback.DeleteRunFeedback, request, metadata=ALICE)
     assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_user_ids_are_case_sensitive(world):
+    lower = create(world, user=as_user("alice"), thread="t-shared", run="rs")
+    upper = create(world, user=as_user("ALICE"), thread="t-shared", run="rs")
+    assert lower.feedback_id != upper.feedback_id
+    listed = list_run(world, user=as_user("ALICE"), thread="t-shared", run="rs").feedback
+    assert [f.feedback_id for f in listed] == [upper.feedback_id]

@@ -1,0 +1,47 @@
+"""grpc.health.v1 statuses that follow the database: NOT_SERVING while it is
+unreachable, SERVING again once it answers, with no restart."""
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from grpc_health.v1 import health, health_pb2
+
+from feedback_service.store.database import Store
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class DatabaseHealth:
+    def __init__(
+        self,
+        store: Store,
+        servicer: health.aio.HealthServicer,
+        service_names: Sequence[str],
+        interval_s: float,
+    ) -> None:
+        self._store = store
+        self._servicer = servicer
+        self._names = ("", *service_names)
+        self._interval_s = interval_s
+        self._serving: bool | None = None
+
+    async def set_all(self, serving: bool) -> None:
+        for name in self._names:
+            await self._servicer.set(name, SERVING if serving else NOT_SERVING)
+
+    async def watch(self) -> None:
+        """Probes the database every interval until cancelled."""
+        while True:
+            serving = await self._store.probe(timeout_s=max(self._interval_s, 1.0))
+            if serving != self._serving:
+                if self._serving is not None:
+                    log.warning(
+                        "database %s", "reachable again: SERVING" if serving else "unreachable: NOT_SERVING"
+                    )
+                self._serving = serving
+                await self.set_all(serving)
+            await asyncio.sleep(self._interval_s)
