@@ -13,6 +13,8 @@ log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+PROBE_TIMEOUT_S = 5.0
+FAILURES_TO_NOT_SERVING = 2
 
 
 class DatabaseHealth:
@@ -34,9 +36,13 @@ class DatabaseHealth:
             await self._servicer.set(name, SERVING if serving else NOT_SERVING)
 
     async def watch(self) -> None:
-        """Probes the database every interval until cancelled."""
+        """Probes the database every interval until cancelled; two failed
+        probes in a row report NOT_SERVING, one good probe SERVING."""
+        failures = 0
         while True:
-            serving = await self._store.probe(timeout_s=max(self._interval_s, 1.0))
+            answered = await self._store.probe(timeout_s=PROBE_TIMEOUT_S)
+            failures = 0 if answered else failures + 1
+            serving = failures < FAILURES_TO_NOT_SERVING
             if serving != self._serving:
                 if self._serving is not None:
                     log.warning(

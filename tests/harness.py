@@ -4,6 +4,10 @@ a real gRPC channel with the generated stubs."""
 
 import asyncio
 import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -126,6 +130,72 @@ def running_server(settings: Settings) -> Iterator[tuple[ServerThread, Client]]:
     finally:
         channel.close()
         server.stop()
+
+
+BIN = Path(sys.executable).parent
+SERVICE_TOKENS = f"platform={SERVICE_TOKEN}"
+
+
+def service_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment of a service process: ours without FEEDBACK_*, plus these."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDBACK_")}
+    env.update(FEEDBACK_DATA_DIR=str(data_dir), FEEDBACK_SERVICE_TOKENS=SERVICE_TOKENS)
+    env.update({f"FEEDBACK_{name.upper()}": value for name, value in settings.items()})
+    return env
+
+
+class ServiceProcess:
+    """`feedback-service serve` in a child process; waits until every server
+    process it starts (one, or N with --workers N) listens. Its log is read
+    continuously, so a chatty server never blocks on a full pipe."""
+
+    def __init__(
+        self, data_dir: Path, *args: str, listen: str = "127.0.0.1:0", servers: int = 1, **settings: str
+    ) -> None:
+        self.env = service_env(data_dir, **settings)
+        self.process = subprocess.Popen(
+            [BIN / "feedback-service", "serve", "--listen", listen, *args],
+            env=self.env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.log: list[str] = []
+        self.server_pids: set[int] = set()
+        self.port = 0
+        self._listening = threading.Event()
+        self._servers = servers
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+        if not self._listening.wait(30) or len(self.server_pids) < servers:
+            self.process.kill()
+            raise AssertionError(f"the service did not start: {''.join(self.log)}")
+        self.address = f"127.0.0.1:{self.port}"
+
+    def _read_log(self) -> None:
+        for line in self.process.stderr:
+            self.log.append(line)
+            found = re.search(r" (\d+) feedback_service: serving on .* \(port (\d+)\)", line)
+            if found:
+                self.server_pids.add(int(found.group(1)))
+                self.port = int(found.group(2))
+                if len(self.server_pids) >= self._servers:
+                    self._listening.set()
+        self._listening.set()
+
+    def token(self, user_id: str) -> str:
+        return subprocess.run(
+            [BIN / "feedback-service", "token", user_id],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(30)
+        self._reader.join(10)
+        return code
 
 
 # --- credentials as metadata -----------------------------------------------------

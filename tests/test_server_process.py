@@ -2,13 +2,7 @@
 with generated stubs and with the real grpcurl binary through reflection."""
 
 import json
-import os
-import re
-import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -16,57 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from feedback.v1 import feedback_pb2 as pb
 from tests.conftest import register
-from tests.harness import SERVICE_TOKEN, Client, as_service
-
-BIN = Path(sys.executable).parent
-SERVICE_TOKENS = f"platform={SERVICE_TOKEN}"
-
-
-def service_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDBACK_")}
-    env.update(FEEDBACK_DATA_DIR=str(data_dir), FEEDBACK_SERVICE_TOKENS=SERVICE_TOKENS)
-    return env
-
-
-class ServiceProcess:
-    def __init__(self, data_dir: Path) -> None:
-        self.env = service_env(data_dir)
-        self.process = subprocess.Popen(
-            [BIN / "feedback-service", "serve", "--listen", "127.0.0.1:0"],
-            env=self.env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.log: list[str] = []
-        self.port = self._wait_for_port()
-        self.address = f"127.0.0.1:{self.port}"
-
-    def _wait_for_port(self) -> int:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            if not line:
-                break
-            self.log.append(line)
-            found = re.search(r"\(port (\d+)\)", line)
-            if found:
-                return int(found.group(1))
-        raise AssertionError(f"the service did not start: {''.join(self.log)}")
-
-    def token(self, user_id: str) -> str:
-        return subprocess.run(
-            [BIN / "feedback-service", "token", user_id],
-            env=self.env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(30)
-        self.log += self.process.stderr.readlines()
-        return code
+from tests.harness import BIN, SERVICE_TOKEN, Client, ServiceProcess, as_service
 
 
 @pytest.fixture

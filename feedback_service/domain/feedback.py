@@ -36,13 +36,13 @@ class FeedbackRules:
         self, actor: Principal, thread_id: str, run_id: str, rating: int, comment: str, message_id: str
     ) -> Feedback:
         draft = _draft(actor, thread_id, run_id, rating, comment, message_id)
-        return await self._store.call(queries.create_feedback, draft)
+        return await self._store.write(queries.create_feedback, draft)
 
     async def upsert(
         self, actor: Principal, thread_id: str, run_id: str, rating: int, comment: str, message_id: str
     ) -> Feedback:
         draft = _draft(actor, thread_id, run_id, rating, comment, message_id)
-        return await self._store.call(queries.upsert_feedback, draft)
+        return await self._store.write(queries.upsert_feedback, draft)
 
     async def list_run(
         self, actor: Principal, thread_id: str, run_id: str, page_size: int, page_token: str
@@ -68,7 +68,7 @@ class FeedbackRules:
         viewer = actor.user_id
         scope = f"{thread_id}|{run_id or '*'}|{viewer or '*'}"
         after_id = decode_page_token(scope, token)
-        rows = await self._store.call(queries.feedback_page, thread_id, run_id, viewer, after_id, size + 1)
+        rows = await self._store.read(queries.feedback_page, thread_id, run_id, viewer, after_id, size + 1)
         if len(rows) <= size:
             return Page(rows, "")
         rows = rows[:size]
@@ -82,7 +82,7 @@ class FeedbackRules:
         else:
             check.id("run_id", run_ids[0])
         check.done()
-        counted = await self._store.call(queries.stats_for_runs, thread_id, run_ids)
+        counted = await self._store.read(queries.stats_for_runs, thread_id, run_ids)
         return [counted[run_id] for run_id in run_ids]
 
     async def delete(self, actor: Principal, thread_id: str, run_id: str, feedback_id: str) -> None:
@@ -92,7 +92,7 @@ class FeedbackRules:
         check.id("feedback_id", feedback_id)
         check.done()
         user = _acting_user(actor)
-        deleted = await self._store.call(queries.delete_feedback, thread_id, run_id, feedback_id, user)
+        deleted = await self._store.write(queries.delete_feedback, thread_id, run_id, feedback_id, user)
         if not deleted:
             raise NotFound(f"feedback {feedback_id} not found in run {run_id}")
 
@@ -101,7 +101,7 @@ class FeedbackRules:
         check.id("thread_id", thread_id)
         check.id("run_id", run_id)
         check.done()
-        deleted = await self._store.call(queries.delete_run_feedback, thread_id, run_id, _acting_user(actor))
+        deleted = await self._store.write(queries.delete_run_feedback, thread_id, run_id, _acting_user(actor))
         if not deleted:
             raise NotFound(f"no feedback of yours found on run {run_id}")
 

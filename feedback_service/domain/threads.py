@@ -15,17 +15,17 @@ class ThreadRules:
         check.id("thread_id", thread_id)
         check.id("owner_user_id", owner_user_id, required=False)
         check.done()
-        return await self._store.call(queries.register_thread, thread_id, owner_user_id)
+        return await self._store.write(queries.register_thread, thread_id, owner_user_id)
 
     async def register_run(self, thread_id: str, run_id: str) -> Run:
         check = Checker()
         check.id("thread_id", thread_id)
         check.id("run_id", run_id)
         check.done()
-        return await self._store.call(queries.register_run, thread_id, run_id)
+        return await self._store.write(queries.register_run, thread_id, run_id)
 
     async def delete_thread(self, thread_id: str) -> tuple[int, int]:
         check = Checker()
         check.id("thread_id", thread_id)
         check.done()
-        return await self._store.call(queries.delete_thread, thread_id)
+        return await self._store.write(queries.delete_thread, thread_id)

@@ -37,7 +37,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
                 check = Checker()
                 thread_id = check.id("thread_id", request.thread_id)
                 check.done()
-                thread = await self._store.call(queries.get_thread, thread_id)
+                thread = await self._store.read(queries.get_thread, thread_id)
                 access.check_thread(rule, principal, thread_id, thread)
             return await behavior(request, context)
 

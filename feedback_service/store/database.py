@@ -2,6 +2,8 @@
 
 import asyncio
 import logging
+import random
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,10 +20,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SQLITE_PRAGMAS = {
+    # First: wait for another process's lock instead of failing, even while
+    # the pragmas below are applied to a new connection.
+    "busy_timeout": 5000,
     "journal_mode": "wal",  # readers never block the writer
     "synchronous": "normal",  # durable across process crashes; WAL fsyncs at checkpoints
     "foreign_keys": 1,
-    "busy_timeout": 5000,  # wait for another process's write lock instead of failing
 }
 
 
@@ -37,14 +41,18 @@ def open_database(url: str, connect_timeout_s: float = 5) -> Database:
         # Fail fast (UNAVAILABLE) when the server is unreachable instead of hanging.
         options["connect_timeout"] = max(1, round(connect_timeout_s))
     if scheme.startswith("mysql"):
-        options["charset"] = "utf8mb4"
+        # READ COMMITTED, as PostgreSQL: no gap locks, so concurrent upserts and
+        # deletes of one key do not deadlock each other.
+        options.update(
+            charset="utf8mb4", init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+        )
     if scheme.startswith("sqlite"):
         path = urlparse(url).path[1:]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # BEGIN IMMEDIATE: a write transaction takes the write lock up front, so
         # two writers queue on busy_timeout instead of failing on lock upgrade.
-        options = {"pragmas": SQLITE_PRAGMAS, "lock_type": "IMMEDIATE"}
+        options = {"pragmas": SQLITE_PRAGMAS, "lock_type": "IMMEDIATE", "timeout": 5}
     db = db_url.connect(url, **options)
     database.initialize(db)
     return db
@@ -57,6 +65,18 @@ def describe_url(url: str) -> str:
 
 
 CONNECTION_ERRORS = (OperationalError, InterfaceError)
+# Deadlocks and serialisation failures roll a transaction back; it may be rerun.
+TRANSIENT_CODES = {"40001", "40P01", 1205, 1213}  # PostgreSQL SQLSTATEs, MySQL error numbers
+MAX_ATTEMPTS = 5
+
+
+def is_transient(exc: Exception) -> bool:
+    """A deadlock, serialisation failure or SQLITE_BUSY: nothing was committed."""
+    driver_error = exc.__cause__ or exc.__context__  # what peewee wrapped
+    if getattr(driver_error, "pgcode", None) in TRANSIENT_CODES:
+        return True
+    first = exc.args[0] if exc.args else None
+    return first in TRANSIENT_CODES or (isinstance(first, str) and first.startswith("database is locked"))
 
 
 class Store:
@@ -73,42 +93,63 @@ class Store:
         self.db = db
         self.available = True
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="db")
+        # SQLite has one writer at a time: one writing thread per process queues
+        # writes in order instead of letting threads starve on the file lock.
+        self._writer = (
+            ThreadPoolExecutor(1, thread_name_prefix="db-writer") if is_sqlite(db) else self._executor
+        )
         # The probe has its own thread (and connection) so a busy pool never delays it.
         self._probe_executor = ThreadPoolExecutor(1, thread_name_prefix="db-probe")
 
-    async def call(self, query: Callable[..., T], *args: object) -> T:
+    async def read(self, query: Callable[..., T], *args: object) -> T:
+        """Runs a query that only reads."""
+        return await self._submit(self._executor, query, args)
+
+    async def write(self, query: Callable[..., T], *args: object) -> T:
+        """Runs a unit of work that writes."""
+        return await self._submit(self._writer, query, args)
+
+    async def _submit(self, executor: ThreadPoolExecutor, query: Callable[..., T], args: tuple) -> T:
         if not self.available:
             raise Unavailable("the database is unavailable; retry later")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, query, args)
+        return await asyncio.get_running_loop().run_in_executor(executor, self._run, query, args)
 
     def _run(self, query: Callable[..., T], args: tuple) -> T:
-        try:
-            fresh = self.db.connect(reuse_if_open=True)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            reused = False
             try:
+                reused = not self.db.connect(reuse_if_open=True)
                 return query(*args)
-            except CONNECTION_ERRORS:
-                if fresh:
-                    raise
+            except CONNECTION_ERRORS as exc:
+                retry = attempt < MAX_ATTEMPTS
+                if retry and is_transient(exc):
+                    # The database rolled the whole unit of work back: run it again.
+                    time.sleep(random.uniform(0.001, 0.01 * attempt))  # noqa: S311 - jitter, not crypto
+                    continue
                 self._discard_connection()
-                self.db.connect()
-                return query(*args)
-        except CONNECTION_ERRORS as exc:
-            self._discard_connection()
-            log.warning(
-                "database unavailable: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            )
-            raise Unavailable("the database is unavailable; retry later") from exc
+                if retry and reused:
+                    continue  # an old connection died (say, a database restart): use a new one
+                log.warning("database unavailable: %s", (str(exc) or type(exc).__name__).splitlines()[0])
+                raise Unavailable("the database is unavailable; retry later") from exc
+        raise AssertionError("unreachable")
 
     async def probe(self, timeout_s: float) -> bool:
-        """Whether the database answers `SELECT 1` in time; updates `available`."""
+        """Whether the database answers `SELECT 1` in time.
+
+        Only a refused or broken connection marks the store unavailable (and
+        makes calls fail fast); a slow answer under load does not, or an
+        overloaded server would shut itself out.
+        """
         loop = asyncio.get_running_loop()
         try:
             await asyncio.wait_for(loop.run_in_executor(self._probe_executor, self._ping), timeout_s)
-            self.available = True
-        except (Unavailable, TimeoutError):
+        except Unavailable:
             self.available = False
-        return self.available
+            return False
+        except TimeoutError:
+            return False
+        self.available = True
+        return True
 
     def _ping(self) -> None:
         self._run(lambda: self.db.execute_sql("SELECT 1").fetchone(), ())
@@ -121,6 +162,7 @@ class Store:
 
     def close(self) -> None:
         self._probe_executor.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
         self._executor.shutdown(wait=True)
         self.db.close()
 

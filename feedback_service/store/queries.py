@@ -148,25 +148,21 @@ def upsert_feedback(draft: FeedbackDraft) -> Feedback:
 
 def delete_feedback(thread_id: str, run_id: str, feedback_id: str, user_id: str) -> int:
     """Deletes one feedback of the user on that thread and run; returns rows deleted."""
-    return (
-        Feedback.delete()
-        .where(
-            (Feedback.feedback_id == feedback_id)
-            & (Feedback.thread_id == thread_id)
-            & (Feedback.run == run_id)
-            & (Feedback.user_id == user_id)
-        )
-        .execute()
+    where = (
+        (Feedback.feedback_id == feedback_id)
+        & (Feedback.thread_id == thread_id)
+        & (Feedback.run == run_id)
+        & (Feedback.user_id == user_id)
     )
+    with database.atomic():  # on SQLite, takes the write lock before reading
+        return Feedback.delete().where(where).execute()
 
 
 def delete_run_feedback(thread_id: str, run_id: str, user_id: str) -> int:
     """Deletes all of the user's feedback on a run; returns rows deleted."""
-    return (
-        Feedback.delete()
-        .where((Feedback.thread_id == thread_id) & (Feedback.run == run_id) & (Feedback.user_id == user_id))
-        .execute()
-    )
+    where = (Feedback.thread_id == thread_id) & (Feedback.run == run_id) & (Feedback.user_id == user_id)
+    with database.atomic():
+        return Feedback.delete().where(where).execute()
 
 
 # --- feedback reads -------------------------------------------------------------
