@@ -11,11 +11,11 @@ from dataclasses import replace
 
 from feedback_service.auth.credentials import mint_token
 from feedback_service.config import Settings
+from feedback_service.observability import configure_logging
 from feedback_service.store.database import describe_url, open_database
 from feedback_service.store.migrations import migrate
 
 log = logging.getLogger("feedback_service")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
 
 
 async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
@@ -24,7 +24,10 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     service = create_service(settings, reuse_port=reuse_port)
     await service.start()
     url = describe_url(settings.effective_database_url())
-    log.info("serving on %s (port %d), database %s", settings.listen, service.port, url)
+    transport = "mutual TLS" if settings.tls_client_ca_file else "TLS" if settings.tls else "plaintext"
+    log.info("serving on %s (port %d, %s), database %s", settings.listen, service.port, transport, url)
+    if settings.metrics_listen:
+        log.info("metrics on http://%s/metrics (port %d)", settings.metrics_listen, metrics_port(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -35,8 +38,17 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     log.info("stopped")
 
 
-def _worker(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+def metrics_port(settings: Settings) -> int:
+    from feedback_service.observability import start_metrics_server
+
+    return start_metrics_server(settings.metrics_listen)
+
+
+def _worker(settings: Settings, index: int) -> None:
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.metrics_listen:  # each worker has its own registry: port + index
+        host, _, port = settings.metrics_listen.rpartition(":")
+        settings = replace(settings, metrics_listen=f"{host}:{int(port) + index}")
     asyncio.run(serve(settings, reuse_port=True))
 
 
@@ -51,7 +63,8 @@ def serve_workers(settings: Settings) -> int:
     settings.resolved_jwt_secret()  # generate it once, before the workers read it
     context = multiprocessing.get_context("spawn")  # no gRPC state crosses a fork
     workers = [
-        context.Process(target=_worker, args=(settings,), name=f"worker-{i}") for i in range(settings.workers)
+        context.Process(target=_worker, args=(settings, i), name=f"worker-{i}")
+        for i in range(settings.workers)
     ]
     stopping = False
 
@@ -117,7 +130,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "serve":
         settings = replace(
             settings, listen=args.listen or settings.listen, workers=args.workers or settings.workers

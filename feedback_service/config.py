@@ -1,4 +1,5 @@
-"""Settings, read once from the environment (FEEDBACK_*)."""
+"""Settings, read once from the environment (FEEDBACK_*). The README's
+configuration table lists each one."""
 
 import logging
 import os
@@ -7,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from feedback_service.auth.credentials import JwtKeys, parse_service_tokens
+from feedback_service.auth.credentials import parse_named_values
 from feedback_service.store.database import sqlite_url
 
 log = logging.getLogger(__name__)
@@ -20,70 +21,106 @@ def _flag(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
 @dataclass(frozen=True)
 class Settings:
     listen: str = DEFAULT_LISTEN
     data_dir: Path = Path("data")
     # None: the embedded SQLite database in data_dir.
     database_url: str | None = None
-    jwt_secret: str | None = field(default=None, repr=False)
-    jwt_public_key_file: Path | None = None
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
-    service_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
     db_workers: int = 8
     db_connect_timeout_s: float = 5.0
     health_interval_s: float = 1.0
     workers: int = 1
+    # Authentication
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_public_key_file: Path | None = None
+    jwt_jwks_file: Path | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_s: float = 0.0
+    service_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Transport security: client certificate identity (SAN or CN) -> service name
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    tls_client_services: Mapping[str, str] = field(default_factory=dict)
+    # Limits
+    max_message_bytes: int = 256 * 1024
+    max_metadata_bytes: int = 16 * 1024
+    max_concurrent_rpcs: int = 1000
+    keepalive_time_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
+    keepalive_min_client_interval_s: float = 10.0
+    # Operations
     shutdown_grace_s: float = 10.0
     reflection: bool = True
+    metrics_listen: str | None = None
     log_level: str = "INFO"
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
-        def get(name: str) -> str | None:
+        def get(name: str, default: str | None = None) -> str | None:
             value = env.get(f"FEEDBACK_{name}", "").strip()
-            return value or None
+            return value or default
 
-        key_file = get("JWT_PUBLIC_KEY_FILE")
+        defaults = cls()
         return cls(
-            listen=get("LISTEN") or DEFAULT_LISTEN,
-            data_dir=Path(get("DATA_DIR") or "data"),
+            listen=get("LISTEN", DEFAULT_LISTEN),
+            data_dir=Path(get("DATA_DIR", "data")),
             database_url=get("DATABASE_URL"),
+            db_workers=int(get("DB_WORKERS", str(defaults.db_workers))),
+            db_connect_timeout_s=float(get("DB_CONNECT_TIMEOUT_S", str(defaults.db_connect_timeout_s))),
+            health_interval_s=float(get("HEALTH_INTERVAL_S", str(defaults.health_interval_s))),
+            workers=int(get("WORKERS", "1")),
             jwt_secret=get("JWT_SECRET"),
-            jwt_public_key_file=Path(key_file) if key_file else None,
+            jwt_public_key_file=_path(get("JWT_PUBLIC_KEY_FILE")),
+            jwt_jwks_file=_path(get("JWT_JWKS_FILE")),
             jwt_issuer=get("JWT_ISSUER"),
             jwt_audience=get("JWT_AUDIENCE"),
-            service_tokens=parse_service_tokens(get("SERVICE_TOKENS") or ""),
-            db_workers=int(get("DB_WORKERS") or 8),
-            db_connect_timeout_s=float(get("DB_CONNECT_TIMEOUT_S") or 5),
-            health_interval_s=float(get("HEALTH_INTERVAL_S") or 1),
-            workers=int(get("WORKERS") or 1),
-            shutdown_grace_s=float(get("SHUTDOWN_GRACE_S") or 10),
-            reflection=_flag(get("REFLECTION") or "true"),
-            log_level=(get("LOG_LEVEL") or "INFO").upper(),
+            jwt_leeway_s=float(get("JWT_LEEWAY_S", "0")),
+            service_tokens=parse_named_values(get("SERVICE_TOKENS", "")),
+            tls_cert_file=_path(get("TLS_CERT_FILE")),
+            tls_key_file=_path(get("TLS_KEY_FILE")),
+            tls_client_ca_file=_path(get("TLS_CLIENT_CA_FILE")),
+            tls_client_services={
+                identity: name
+                for name, identity in parse_named_values(get("TLS_CLIENT_SERVICES", "")).items()
+            },
+            max_message_bytes=int(get("MAX_MESSAGE_BYTES", str(defaults.max_message_bytes))),
+            max_metadata_bytes=int(get("MAX_METADATA_BYTES", str(defaults.max_metadata_bytes))),
+            max_concurrent_rpcs=int(get("MAX_CONCURRENT_RPCS", str(defaults.max_concurrent_rpcs))),
+            keepalive_time_s=float(get("KEEPALIVE_TIME_S", str(defaults.keepalive_time_s))),
+            keepalive_timeout_s=float(get("KEEPALIVE_TIMEOUT_S", str(defaults.keepalive_timeout_s))),
+            keepalive_min_client_interval_s=float(
+                get("KEEPALIVE_MIN_CLIENT_INTERVAL_S", str(defaults.keepalive_min_client_interval_s))
+            ),
+            shutdown_grace_s=float(get("SHUTDOWN_GRACE_S", str(defaults.shutdown_grace_s))),
+            reflection=_flag(get("REFLECTION", "true")),
+            metrics_listen=get("METRICS_LISTEN"),
+            log_level=get("LOG_LEVEL", "INFO").upper(),
+            log_format=get("LOG_FORMAT", "text").lower(),
         )
 
     @property
     def embedded(self) -> bool:
         return self.database_url is None
 
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
     def effective_database_url(self) -> str:
         return self.database_url or sqlite_url(self.data_dir / "feedback.db")
-
-    def jwt_keys(self) -> JwtKeys:
-        public_key = self.jwt_public_key_file.read_bytes() if self.jwt_public_key_file else None
-        return JwtKeys(
-            hs256_secret=self.resolved_jwt_secret(),
-            public_key_pem=public_key,
-            issuer=self.jwt_issuer,
-            audience=self.jwt_audience,
-        )
 
     def resolved_jwt_secret(self) -> str | None:
         """The HS256 secret. On the embedded default with no key configured, one
         is generated once into the data directory so a first run just works."""
-        if self.jwt_secret or self.jwt_public_key_file or not self.embedded:
+        if self.jwt_secret or self.jwt_public_key_file or self.jwt_jwks_file or not self.embedded:
             return self.jwt_secret
         path = self.data_dir / JWT_SECRET_FILE
         if not path.exists():

@@ -9,7 +9,8 @@ from grpc_health.v1 import health, health_pb2_grpc
 
 from feedback.v1 import feedback_pb2, feedback_pb2_grpc, thread_registry_pb2, thread_registry_pb2_grpc
 from feedback_service.auth.access import declared_rules
-from feedback_service.auth.credentials import Authenticator, JwtVerifier, ServiceTokens
+from feedback_service.auth.credentials import Authenticator, JwtPolicy, JwtVerifier, ServiceTokens
+from feedback_service.auth.keys import KeySet
 from feedback_service.config import Settings
 from feedback_service.domain.feedback import FeedbackRules
 from feedback_service.domain.threads import ThreadRules
@@ -17,6 +18,7 @@ from feedback_service.health import DatabaseHealth
 from feedback_service.interceptors.authentication import AuthenticationInterceptor
 from feedback_service.interceptors.authorization import AuthorizationInterceptor
 from feedback_service.interceptors.errors import ErrorStatusInterceptor
+from feedback_service.interceptors.observability import ObservabilityInterceptor
 from feedback_service.reflection import enable_reflection
 from feedback_service.servicers.feedback import FeedbackServicer
 from feedback_service.servicers.thread_registry import ThreadRegistryServicer
@@ -56,15 +58,54 @@ class Service:
         self.store.close()
 
 
+def build_authenticator(settings: Settings) -> Authenticator:
+    keys = KeySet(settings.resolved_jwt_secret(), settings.jwt_public_key_file, settings.jwt_jwks_file)
+    policy = JwtPolicy(settings.jwt_issuer, settings.jwt_audience, settings.jwt_leeway_s)
+    return Authenticator(
+        JwtVerifier(keys, policy), ServiceTokens(settings.service_tokens), settings.tls_client_services
+    )
+
+
+def server_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int]]:
+    """Limits a hostile or buggy client cannot get past, and keepalive rules."""
+    return [
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_metadata_size", settings.max_metadata_bytes),
+        ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
+        # Clients pinging more often than this (twice) get GOAWAY.
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            int(settings.keepalive_min_client_interval_s * 1000),
+        ),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.keepalive_permit_without_calls", 0),
+    ]
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials:
+    """TLS with the configured certificate; with a client CA, clients must
+    present a certificate it signed (mutual TLS)."""
+    assert settings.tls_cert_file and settings.tls_key_file, "TLS needs both a certificate and a key"
+    client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
 def build_server(settings: Settings, store: Store, *, reuse_port: bool = False) -> Service:
-    authenticator = Authenticator(JwtVerifier(settings.jwt_keys()), ServiceTokens(settings.service_tokens))
     server = grpc.aio.server(
         interceptors=[
+            ObservabilityInterceptor(),
             ErrorStatusInterceptor(),
-            AuthenticationInterceptor(authenticator),
+            AuthenticationInterceptor(build_authenticator(settings)),
             AuthorizationInterceptor(declared_rules(SERVICES), store),
         ],
-        options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
+        options=server_options(settings, reuse_port),
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(FeedbackServicer(FeedbackRules(store)), server)
     thread_registry_pb2_grpc.add_ThreadRegistryServicer_to_server(
@@ -74,7 +115,10 @@ def build_server(settings: Settings, store: Store, *, reuse_port: bool = False) 
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
         enable_reflection(server, [*SERVICE_NAMES, health.SERVICE_NAME])
-    port = server.add_insecure_port(settings.listen)
+    if settings.tls:
+        port = server.add_secure_port(settings.listen, server_credentials(settings))
+    else:
+        port = server.add_insecure_port(settings.listen)
     database_health = DatabaseHealth(store, health_servicer, SERVICE_NAMES, settings.health_interval_s)
     return Service(server, port, health_servicer, store, database_health)
 

@@ -174,7 +174,7 @@ class ServiceProcess:
     def _read_log(self) -> None:
         for line in self.process.stderr:
             self.log.append(line)
-            found = re.search(r" (\d+) feedback_service: serving on .* \(port (\d+)\)", line)
+            found = re.search(r" (\d+) feedback_service: serving on \S+ \(port (\d+)", line)
             if found:
                 self.server_pids.add(int(found.group(1)))
                 self.port = int(found.group(2))

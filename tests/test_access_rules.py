@@ -13,7 +13,8 @@ from feedback.v1 import access_pb2, feedback_pb2_grpc
 from feedback.v1 import feedback_pb2 as pb
 from feedback.v1 import thread_registry_pb2 as registry_pb2
 from feedback_service.auth.access import AccessRule, declared_rules
-from feedback_service.auth.credentials import Authenticator, JwtKeys, JwtVerifier, ServiceTokens
+from feedback_service.auth.credentials import Authenticator, JwtVerifier, ServiceTokens
+from feedback_service.auth.keys import KeySet
 from feedback_service.domain.feedback import FeedbackRules
 from feedback_service.interceptors.authentication import AuthenticationInterceptor
 from feedback_service.interceptors.authorization import AuthorizationInterceptor
@@ -209,7 +210,7 @@ def test_the_server_refuses_an_rpc_whose_rule_is_missing(tmp_path):
     rules = declared_rules(SERVICES)
     rules["/feedback.v1.FeedbackService/GetFeedbackStats"] = None
     authenticator = Authenticator(
-        JwtVerifier(JwtKeys(hs256_secret=JWT_SECRET)), ServiceTokens({SERVICE_NAME: SERVICE_TOKEN})
+        JwtVerifier(KeySet(JWT_SECRET)), ServiceTokens({SERVICE_NAME: SERVICE_TOKEN})
     )
     ready, stop, port = threading.Event(), None, []
 

@@ -9,10 +9,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from feedback.v1 import access_pb2
+from feedback_service.auth.keys import KeySet, VerificationKey
 from feedback_service.auth.principal import ALL_PERMISSIONS, Principal, PrincipalKind
 from feedback_service.domain.errors import (
     FieldViolation,
@@ -35,30 +34,6 @@ ON_BEHALF_OF = "x-on-behalf-of"
 TOKEN_CACHE_SIZE = 10_000
 
 
-@dataclass(frozen=True)
-class JwtKeys:
-    """Verification keys by algorithm; each algorithm is pinned to one key."""
-
-    hs256_secret: str | None = None
-    public_key_pem: bytes | None = None
-    issuer: str | None = None
-    audience: str | None = None
-
-    def by_algorithm(self) -> dict[str, object]:
-        keys: dict[str, object] = {}
-        if self.hs256_secret:
-            keys["HS256"] = self.hs256_secret
-        if self.public_key_pem:
-            public = load_pem_public_key(self.public_key_pem)
-            if isinstance(public, rsa.RSAPublicKey):
-                keys["RS256"] = public
-            elif isinstance(public, ec.EllipticCurvePublicKey):
-                keys["ES256"] = public
-            else:
-                raise ValueError("the JWT public key must be an RSA or EC key")
-        return keys
-
-
 def permissions_from_scope(scope: object) -> frozenset[int]:
     if scope is None:
         return ALL_PERMISSIONS  # no scope claim: every permission, as before
@@ -67,15 +42,26 @@ def permissions_from_scope(scope: object) -> frozenset[int]:
     return frozenset(SCOPE_PERMISSIONS[s] for s in scope.split() if s in SCOPE_PERMISSIONS)
 
 
+@dataclass(frozen=True)
+class JwtPolicy:
+    """What a valid token must also satisfy beyond its signature."""
+
+    issuer: str | None = None
+    audience: str | None = None
+    leeway_s: float = 0.0
+
+
 class JwtVerifier:
-    def __init__(self, keys: JwtKeys) -> None:
-        self._settings = keys
-        self._keys = keys.by_algorithm()
+    def __init__(self, keys: KeySet, policy: JwtPolicy = JwtPolicy()) -> None:
+        self._keys = keys
+        self._policy = policy
         self._cache: dict[str, tuple[Principal, float]] = {}
 
     def verify(self, token: str) -> Principal:
+        if self._keys.refresh_if_due():
+            self._cache.clear()  # a removed key must stop verifying at once
         cached = self._cache.get(token)
-        if cached is not None and cached[1] > time.time():
+        if cached is not None and cached[1] > time.time() - self._policy.leeway_s:
             return cached[0]
         principal, expires = self._decode(token)
         if len(self._cache) >= TOKEN_CACHE_SIZE:
@@ -84,44 +70,53 @@ class JwtVerifier:
         return principal
 
     def _decode(self, token: str) -> tuple[Principal, float]:
-        if not self._keys:
+        if self._keys.empty:
             raise Unauthenticated("this server accepts no JWTs (no key is configured)")
         try:
-            algorithm = jwt.get_unverified_header(token).get("alg")
+            header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
             raise Unauthenticated("malformed bearer token") from None
-        key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
-        if key is None:
-            accepted = ", ".join(sorted(self._keys))
+        algorithm, kid = header.get("alg"), header.get("kid")
+        if not isinstance(algorithm, str) or algorithm not in self._keys.algorithms():
+            accepted = ", ".join(sorted(self._keys.algorithms()))
             raise Unauthenticated(f"token algorithm {algorithm!r} is not accepted (accepted: {accepted})")
-        claims = self._checked_claims(token, key, algorithm)
+        candidates = self._keys.candidates(algorithm, kid if isinstance(kid, str) else None)
+        if not candidates:
+            raise Unauthenticated(f"no key with kid {kid!r} for {algorithm}")
+        claims = self._checked_claims(token, candidates)
         subject = claims["sub"]
         if not isinstance(subject, str) or not is_valid_id(subject):
             raise Unauthenticated(f"token sub must be a user id of {ID_RULE}")
         principal = Principal(PrincipalKind.USER, subject, None, permissions_from_scope(claims.get("scope")))
         return principal, float(claims["exp"])
 
-    def _checked_claims(self, token: str, key: object, algorithm: str) -> dict:
-        s = self._settings
+    def _checked_claims(self, token: str, candidates: list[VerificationKey]) -> dict:
+        for key in candidates[:-1]:  # several keys may share no kid: the last one reports
+            try:
+                return self._decode_with(token, key)
+            except Unauthenticated as error:
+                if "signature" not in str(error):
+                    raise
+        return self._decode_with(token, candidates[-1])
+
+    def _decode_with(self, token: str, key: VerificationKey) -> dict:
+        p = self._policy
+        required = ["exp", "sub", *(["iss"] if p.issuer else []), *(["aud"] if p.audience else [])]
         try:
+            # With no audience configured, a token naming one is refused (not for us).
             return jwt.decode(
                 token,
-                key,
-                algorithms=[algorithm],
-                issuer=s.issuer,
-                audience=s.audience,
-                # With no audience configured, a token naming one is refused (not for us).
-                options={
-                    "require": [
-                        "exp",
-                        "sub",
-                        *(["iss"] if s.issuer else []),
-                        *(["aud"] if s.audience else []),
-                    ]
-                },
+                key.key,
+                algorithms=[key.algorithm],
+                issuer=p.issuer,
+                audience=p.audience,
+                leeway=p.leeway_s,
+                options={"require": required},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthenticated("token is not valid yet (nbf/iat in the future)") from None
         except jwt.InvalidSignatureError:
             raise Unauthenticated("token signature is invalid") from None
         except jwt.MissingRequiredClaimError as exc:
@@ -134,15 +129,15 @@ class JwtVerifier:
             raise Unauthenticated(f"invalid token ({exc.__class__.__name__})") from None
 
 
-def parse_service_tokens(spec: str) -> dict[str, str]:
-    """`name=token,name2=token2` -> {name: token}."""
-    tokens: dict[str, str] = {}
+def parse_named_values(spec: str) -> dict[str, str]:
+    """`name=value,name2=value2` -> {name: value} (values may contain '=')."""
+    pairs: dict[str, str] = {}
     for entry in filter(None, (part.strip() for part in spec.split(","))):
-        name, sep, token = entry.partition("=")
-        if not sep or not name.strip() or not token.strip():
-            raise ValueError("FEEDBACK_SERVICE_TOKENS entries must look like name=token")
-        tokens[name.strip()] = token.strip()
-    return tokens
+        name, sep, value = entry.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ValueError(f"expected name=value entries separated by commas, got {name.strip()!r}")
+        pairs[name.strip()] = value.strip()
+    return pairs
 
 
 def _digest(token: str) -> bytes:
@@ -165,11 +160,20 @@ class ServiceTokens:
 
 
 class Authenticator:
-    def __init__(self, jwt_verifier: JwtVerifier, service_tokens: ServiceTokens) -> None:
+    def __init__(
+        self,
+        jwt_verifier: JwtVerifier,
+        service_tokens: ServiceTokens,
+        certificate_services: Mapping[str, str] | None = None,
+    ) -> None:
         self._jwt = jwt_verifier
         self._services = service_tokens
+        # Verified client-certificate identity (SAN or CN) -> service name.
+        self._certificate_services = dict(certificate_services or {})
 
-    def authenticate(self, metadata: Iterable[tuple[str, str | bytes]]) -> Principal:
+    def authenticate(
+        self, metadata: Iterable[tuple[str, str | bytes]], peer_identities: Iterable[str] = ()
+    ) -> Principal:
         headers: dict[str, str] = {}
         for key, value in metadata:
             if key in (AUTHORIZATION, SERVICE_TOKEN, ON_BEHALF_OF) and isinstance(value, str):
@@ -185,12 +189,24 @@ class Authenticator:
             if on_behalf_of is not None:
                 raise PermissionDenied("x-on-behalf-of is honoured only for services")
             return self._jwt.verify(_bearer_token(bearer))
+        service = self._service_of_certificate(peer_identities)
+        if service is not None:
+            return self._acting(service, on_behalf_of)
         raise Unauthenticated("missing credentials: send 'authorization: Bearer <JWT>' or 'x-service-token'")
+
+    def _service_of_certificate(self, identities: Iterable[str]) -> str | None:
+        for identity in identities:
+            if identity in self._certificate_services:
+                return self._certificate_services[identity]
+        return None
 
     def _service(self, token: str, on_behalf_of: str | None) -> Principal:
         name = self._services.service_for(token)
         if name is None:
             raise Unauthenticated("unknown service token")
+        return self._acting(name, on_behalf_of)
+
+    def _acting(self, name: str, on_behalf_of: str | None) -> Principal:
         if on_behalf_of is None:
             return Principal(PrincipalKind.SERVICE, None, name, ALL_PERMISSIONS)
         if not is_valid_id(on_behalf_of):

@@ -45,3 +45,7 @@ class FailedPrecondition(ServiceError):
 
 class Unavailable(ServiceError):
     """A dependency (the database) is unreachable; retrying may succeed."""
+
+
+class DeadlineExceeded(ServiceError):
+    """The caller's deadline passed before the work could start."""

@@ -13,7 +13,8 @@ from urllib.parse import urlparse
 from peewee import Database, InterfaceError, OperationalError, SqliteDatabase
 from playhouse import db_url
 
-from feedback_service.domain.errors import Unavailable
+from feedback_service.domain.errors import DeadlineExceeded, Unavailable
+from feedback_service.observability import DB_IN_USE, DB_POOL_SIZE, call_deadline
 from feedback_service.store.models import database
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class Store:
         )
         # The probe has its own thread (and connection) so a busy pool never delays it.
         self._probe_executor = ThreadPoolExecutor(1, thread_name_prefix="db-probe")
+        DB_POOL_SIZE.set(workers + (1 if self._writer is not self._executor else 0))
 
     async def read(self, query: Callable[..., T], *args: object) -> T:
         """Runs a query that only reads."""
@@ -112,9 +114,21 @@ class Store:
     async def _submit(self, executor: ThreadPoolExecutor, query: Callable[..., T], args: tuple) -> T:
         if not self.available:
             raise Unavailable("the database is unavailable; retry later")
-        return await asyncio.get_running_loop().run_in_executor(executor, self._run, query, args)
+        deadline = call_deadline()
+        return await asyncio.get_running_loop().run_in_executor(executor, self._run, query, args, deadline)
 
-    def _run(self, query: Callable[..., T], args: tuple) -> T:
+    def _run(self, query: Callable[..., T], args: tuple, deadline: float | None = None) -> T:
+        # Work whose caller has given up (its deadline passed while it queued)
+        # is dropped before it touches the database.
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlineExceeded("the deadline passed before the database was reached")
+        DB_IN_USE.inc()
+        try:
+            return self._run_attempts(query, args)
+        finally:
+            DB_IN_USE.dec()
+
+    def _run_attempts(self, query: Callable[..., T], args: tuple) -> T:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             reused = False
             try:
@@ -152,7 +166,7 @@ class Store:
         return True
 
     def _ping(self) -> None:
-        self._run(lambda: self.db.execute_sql("SELECT 1").fetchone(), ())
+        self._run_attempts(lambda: self.db.execute_sql("SELECT 1").fetchone(), ())
 
     def _discard_connection(self) -> None:
         try:

@@ -1,0 +1,66 @@
+"""Outermost: times and counts every RPC, writes its access-log line, and
+records its deadline so queued database work can be abandoned."""
+
+import time
+
+import grpc
+
+from feedback.v1 import feedback_pb2
+from feedback_service.interceptors import is_public
+from feedback_service.interceptors._wrap import Behavior, wrap_unary
+from feedback_service.observability import (
+    FEEDBACK_WRITTEN,
+    IN_FLIGHT,
+    LATENCY,
+    REQUESTS,
+    CallRecord,
+    current_call,
+    log_access,
+)
+
+RATING_LABELS = {1: "positive", -1: "negative"}
+
+
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if is_public(method):
+            return handler
+        return wrap_unary(handler, lambda behavior: _observed(method, behavior))
+
+
+def _observed(method: str, behavior: Behavior) -> Behavior:
+    _, service, name = method.split("/")
+    latency = LATENCY.labels(service, name)
+
+    async def run(request, context: grpc.aio.ServicerContext):
+        record = CallRecord()
+        remaining = context.time_remaining()
+        if remaining is not None:
+            record.deadline = time.monotonic() + remaining
+        current_call.set(record)
+        IN_FLIGHT.inc()
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            response = await behavior(request, context)
+            code = grpc.StatusCode.OK
+            if isinstance(response, feedback_pb2.Feedback):
+                FEEDBACK_WRITTEN.labels(name, RATING_LABELS.get(response.rating, "other")).inc()
+            return response
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except BaseException:  # cancelled (deadline passed, client gone) or a bug
+            if record.deadline is not None and time.monotonic() >= record.deadline:
+                code = grpc.StatusCode.DEADLINE_EXCEEDED
+            elif context.cancelled():
+                code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            IN_FLIGHT.dec()
+            latency.observe(time.perf_counter() - record.started)
+            REQUESTS.labels(service, name, code.name).inc()
+            log_access(method, code.name, record, context.peer())
+
+    return run

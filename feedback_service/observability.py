@@ -1,0 +1,117 @@
+"""Metrics (Prometheus, on their own HTTP port) and logs (one JSON access
+line per RPC; everything else in text or JSON)."""
+
+import json
+import logging
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from feedback_service.auth.principal import Principal
+
+REQUESTS = Counter(
+    "feedback_rpc_requests_total",
+    "RPCs handled, by service, method and status code",
+    ["service", "method", "code"],
+)
+LATENCY = Histogram(
+    "feedback_rpc_duration_seconds",
+    "RPC latency from the first interceptor to the response",
+    ["service", "method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+IN_FLIGHT = Gauge("feedback_rpc_in_flight", "RPCs being handled now")
+DB_IN_USE = Gauge(
+    "feedback_db_connections_in_use", "Database threads (one connection each) running a query now"
+)
+DB_POOL_SIZE = Gauge("feedback_db_connections_max", "Database threads (connections) this process may use")
+FEEDBACK_WRITTEN = Counter(
+    "feedback_written_total", "Feedback created or upserted, by RPC and rating", ["method", "rating"]
+)
+
+access_log = logging.getLogger("feedback_service.access")
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """What one RPC learns about itself as it passes the interceptors."""
+
+    started: float = field(default_factory=time.perf_counter)
+    principal: Principal | None = None
+    # time.monotonic() by which the call must be done; None for no deadline.
+    deadline: float | None = None
+
+
+current_call: ContextVar[CallRecord | None] = ContextVar("current_call", default=None)
+
+
+def call_deadline() -> float | None:
+    record = current_call.get()
+    return record.deadline if record else None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; an access line carries its fields at top level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": record.process,
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            entry.update(fields)
+        else:
+            entry["message"] = record.getMessage()
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None)
+        if fields:
+            record.msg, record.args = json.dumps(fields, ensure_ascii=False), ()
+        return super().format(record)
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def log_access(method: str, code: str, record: CallRecord, peer: str) -> None:
+    """The access line: who called what, how it ended, how long it took.
+    Never a token, and never the text of a comment."""
+    principal = record.principal
+    access_log.info(
+        "access",
+        extra={
+            "fields": {
+                "method": method,
+                "code": code,
+                "duration_ms": round((time.perf_counter() - record.started) * 1000, 3),
+                "principal_kind": principal.kind.value if principal else None,
+                "principal_id": principal.id if principal else None,
+                "peer": peer,
+            }
+        },
+    )
+
+
+def start_metrics_server(listen: str) -> int:
+    """Serves /metrics over HTTP; returns the port."""
+    host, _, port = listen.rpartition(":")
+    server, _thread = start_http_server(int(port), addr=host or "0.0.0.0")  # noqa: S104 - operator's choice
+    return server.server_port
