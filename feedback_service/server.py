@@ -50,7 +50,9 @@ class Service:
         self._watcher = asyncio.create_task(self.database_health.watch())
 
     async def stop(self, grace_s: float) -> None:
-        """Reports NOT_SERVING, refuses new calls, lets in-flight calls finish."""
+        """Reports NOT_SERVING, refuses new calls, and lets every accepted call
+        finish for up to grace_s before cancelling it. (Open health Watch
+        streams see NOT_SERVING at once and are held until the grace ends.)"""
         if self._watcher:
             self._watcher.cancel()
         await self.health.enter_graceful_shutdown()

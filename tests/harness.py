@@ -174,10 +174,11 @@ class ServiceProcess:
     def _read_log(self) -> None:
         for line in self.process.stderr:
             self.log.append(line)
-            found = re.search(r" (\d+) feedback_service: serving on \S+ \(port (\d+)", line)
-            if found:
-                self.server_pids.add(int(found.group(1)))
-                self.port = int(found.group(2))
+            found = re.search(r"serving on \S+ \(port (\d+)", line)
+            if found:  # the pid is in the text prefix or in the JSON object
+                pid = re.search(r'"pid": (\d+)|^\S+ \S+ \S+ (\d+) ', line)
+                self.server_pids.add(int(pid.group(1) or pid.group(2)))
+                self.port = int(found.group(1))
                 if len(self.server_pids) >= self._servers:
                     self._listening.set()
         self._listening.set()

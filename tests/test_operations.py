@@ -1,0 +1,191 @@
+"""Operating the service: graceful shutdown, deadlines, concurrency limits,
+metrics and access logs."""
+
+import json
+import re
+import signal
+import sqlite3
+import time
+import urllib.request
+from contextlib import contextmanager
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from feedback.v1 import feedback_pb2 as pb
+from tests.conftest import register
+from tests.harness import (
+    JWT_SECRET,
+    Client,
+    ServiceProcess,
+    as_service,
+    as_user,
+    running_server,
+    server_settings,
+)
+
+
+@contextmanager
+def sqlite_write_lock(path):
+    """Holds the database's write lock, so writes queue behind it."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        connection.execute("COMMIT")
+        connection.close()
+
+
+def create_future(client: Client, user: str, timeout: float = 20):
+    request = pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1, comment=f"by {user}")
+    return client.feedback.CreateFeedback.future(request, metadata=as_user(user), timeout=timeout)
+
+
+def outcome(future) -> grpc.StatusCode:
+    try:
+        future.result()
+    except grpc.RpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+def wait_until(predicate, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def test_sigterm_finishes_in_flight_calls_refuses_new_ones_and_exits_0(tmp_path):
+    # The health Watch stream stays open until the grace period ends.
+    service = ServiceProcess(tmp_path / "data", jwt_secret=JWT_SECRET, shutdown_grace_s="3")
+    channel = grpc.insecure_channel(service.address)
+    client = Client(channel)
+    register(client, "t1", "", ["r1"])
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    with sqlite_write_lock(tmp_path / "data" / "feedback.db"):
+        in_flight = [create_future(client, f"user{i}") for i in range(3)]
+        time.sleep(0.3)  # the calls are now waiting on the database
+        service.process.send_signal(signal.SIGTERM)
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        time.sleep(0.2)
+        late = Client(grpc.insecure_channel(service.address))
+        with pytest.raises(grpc.RpcError) as refused:
+            late.feedback.GetFeedbackStats(
+                pb.GetFeedbackStatsRequest(thread_id="t1", run_id="r1"), metadata=as_service(), timeout=5
+            )
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert [outcome(f) for f in in_flight] == [grpc.StatusCode.OK] * 3
+    assert service.process.wait(30) == 0
+    rows = (
+        sqlite3.connect(tmp_path / "data" / "feedback.db").execute("SELECT COUNT(*) FROM feedback").fetchone()
+    )
+    assert rows == (3,)
+
+
+def test_work_whose_deadline_passed_in_the_queue_never_reaches_the_database(tmp_path):
+    with running_server(server_settings(tmp_path)) as (_, client):
+        register(client, "t1", "", ["r1"])
+        with sqlite_write_lock(tmp_path / "feedback.db"):
+            patient = create_future(client, "patient", timeout=20)
+            time.sleep(0.2)  # holds the writer; the next call queues behind it
+            hasty = create_future(client, "hasty", timeout=0.5)
+            assert outcome(hasty) == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert outcome(patient) == grpc.StatusCode.OK
+        time.sleep(0.3)  # the queued work has had its turn
+        listed = client.feedback.ListFeedback(
+            pb.ListFeedbackRequest(thread_id="t1", run_id="r1"), metadata=as_service()
+        )
+        assert [f.user_id for f in listed.feedback] == ["patient"]
+
+
+def test_calls_past_the_concurrency_limit_are_resource_exhausted(tmp_path):
+    with running_server(server_settings(tmp_path, max_concurrent_rpcs=2)) as (_, client):
+        register(client, "t1", "", ["r1"])
+        with sqlite_write_lock(tmp_path / "feedback.db"):
+            calls = [create_future(client, f"user{i}") for i in range(6)]
+            time.sleep(0.5)
+        codes = [outcome(call) for call in calls]
+        assert codes.count(grpc.StatusCode.OK) == 2
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 4
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset], float]:
+    """{(metric name, its labels): value} from the /metrics page."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            name, _, labels = series.partition("{")
+            pairs = frozenset(re.findall(r'(\w+)="([^"]*)"', labels))
+            samples[(name, pairs)] = float(value)
+    return samples
+
+
+def metric(samples: dict, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def test_metrics_and_access_log_show_the_traffic(tmp_path):
+    service = ServiceProcess(
+        tmp_path / "data", jwt_secret=JWT_SECRET, metrics_listen="127.0.0.1:0", log_format="json"
+    )
+    try:
+        wait_until(lambda: any("metrics on" in line for line in service.log))
+        port = int(re.search(r"metrics on .* \(port (\d+)\)", "".join(service.log)).group(1))
+        client = Client(grpc.insecure_channel(service.address))
+        register(client, "t1", "", ["r1"])
+        secret_comment = "a comment that must never reach the logs"
+        for user, rating in (("u1", 1), ("u2", 1), ("u3", -1)):
+            client.feedback.CreateFeedback(
+                pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=rating, comment=secret_comment),
+                metadata=as_user(user),
+            )
+        with pytest.raises(grpc.RpcError):
+            client.feedback.CreateFeedback(
+                pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1), metadata=as_user("u1")
+            )
+        with pytest.raises(grpc.RpcError):
+            client.feedback.GetFeedbackStats(pb.GetFeedbackStatsRequest(thread_id="t1", run_id="r1"))
+        samples = scrape(port)
+        service_name = "feedback.v1.FeedbackService"
+        requests = "feedback_rpc_requests_total"
+        assert metric(samples, requests, service=service_name, method="CreateFeedback", code="OK") == 3
+        assert (
+            metric(samples, requests, service=service_name, method="CreateFeedback", code="ALREADY_EXISTS")
+            == 1
+        )
+        assert (
+            metric(samples, requests, service=service_name, method="GetFeedbackStats", code="UNAUTHENTICATED")
+            == 1
+        )
+        assert metric(samples, "feedback_written_total", method="CreateFeedback", rating="positive") == 2
+        assert metric(samples, "feedback_written_total", method="CreateFeedback", rating="negative") == 1
+        count = metric(
+            samples, "feedback_rpc_duration_seconds_count", service=service_name, method="CreateFeedback"
+        )
+        assert count == 4
+        assert metric(samples, "feedback_rpc_in_flight") == 0
+        assert metric(samples, "feedback_db_connections_max") >= 1
+
+        wait_until(lambda: sum('"logger": "feedback_service.access"' in line for line in service.log) >= 7)
+        access = [json.loads(line) for line in service.log if '"feedback_service.access"' in line]
+        creates = [entry for entry in access if entry["method"].endswith("/CreateFeedback")]
+        assert [(e["code"], e["principal_kind"], e["principal_id"]) for e in creates] == [
+            ("OK", "user", "u1"),
+            ("OK", "user", "u2"),
+            ("OK", "user", "u3"),
+            ("ALREADY_EXISTS", "user", "u1"),
+        ]
+        assert all(e["peer"].startswith("ipv4:127.0.0.1:") and e["duration_ms"] >= 0 for e in creates)
+        registry = [e for e in access if "/feedback.v1.ThreadRegistry/" in e["method"]]
+        assert {(e["principal_kind"], e["principal_id"]) for e in registry} == {("service", "platform")}
+        log_text = "".join(service.log)
+        assert secret_comment not in log_text
+        assert as_user("u1")[0][1].split()[-1] not in log_text
+    finally:
+        assert service.terminate() == 0
