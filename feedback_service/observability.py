@@ -94,6 +94,8 @@ def configure_logging(level: str, log_format: str) -> None:
 def log_access(method: str, code: str, record: CallRecord, peer: str) -> None:
     """The access line: who called what, how it ended, how long it took.
     Never a token, and never the text of a comment."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
     principal = record.principal
     access_log.info(
         "access",

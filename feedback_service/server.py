@@ -103,7 +103,9 @@ def build_server(settings: Settings, store: Store, *, reuse_port: bool = False) 
         interceptors=[
             ObservabilityInterceptor(),
             ErrorStatusInterceptor(),
-            AuthenticationInterceptor(build_authenticator(settings)),
+            AuthenticationInterceptor(
+                build_authenticator(settings), client_certificates=settings.tls_client_ca_file is not None
+            ),
             AuthorizationInterceptor(declared_rules(SERVICES), store),
         ],
         options=server_options(settings, reuse_port),

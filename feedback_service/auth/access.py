@@ -9,7 +9,6 @@ from google.protobuf.descriptor import ServiceDescriptor
 from feedback.v1 import access_pb2
 from feedback_service.auth.principal import Principal, PrincipalKind
 from feedback_service.domain.errors import FailedPrecondition, NotFound, PermissionDenied
-from feedback_service.store.models import Thread
 
 PERMISSION_NAMES = {
     access_pb2.PERMISSION_THREADS_READ: "threads:read",
@@ -59,14 +58,14 @@ def check_caller(rule: AccessRule, principal: Principal) -> None:
         raise PermissionDenied(f"missing permission {PERMISSION_NAMES[rule.permission]}")
 
 
-def check_thread(rule: AccessRule, principal: Principal, thread_id: str, thread: Thread | None) -> None:
+def check_thread(rule: AccessRule, principal: Principal, thread_id: str, owner: str | None) -> None:
     """Ownership: NOT_FOUND unless the caller may see (and, for writes, use) the thread.
 
     A service acting as itself is trusted with every thread and is not checked.
     """
-    if thread is None:
+    if owner is None:  # not registered
         if rule.thread_access == access_pb2.THREAD_ACCESS_READ:
             return  # reads on a thread that is not registered see nothing
         raise NotFound(f"thread {thread_id} not found")
-    if thread.owner_user_id not in ("", principal.user_id):
+    if owner not in ("", principal.user_id):
         raise NotFound(f"thread {thread_id} not found")

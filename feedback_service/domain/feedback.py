@@ -12,13 +12,12 @@ from feedback_service.domain.pagination import decode_page_token, encode_page_to
 from feedback_service.domain.validation import Checker
 from feedback_service.store import queries
 from feedback_service.store.database import Store
-from feedback_service.store.models import Feedback
-from feedback_service.store.queries import FeedbackDraft, RunStats
+from feedback_service.store.queries import FeedbackDraft, FeedbackRow, RunStats
 
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    feedback: list[Feedback]
+    feedback: list[FeedbackRow]
     next_page_token: str
 
 
@@ -34,13 +33,13 @@ class FeedbackRules:
 
     async def create(
         self, actor: Principal, thread_id: str, run_id: str, rating: int, comment: str, message_id: str
-    ) -> Feedback:
+    ) -> FeedbackRow:
         draft = _draft(actor, thread_id, run_id, rating, comment, message_id)
         return await self._store.write(queries.create_feedback, draft)
 
     async def upsert(
         self, actor: Principal, thread_id: str, run_id: str, rating: int, comment: str, message_id: str
-    ) -> Feedback:
+    ) -> FeedbackRow:
         draft = _draft(actor, thread_id, run_id, rating, comment, message_id)
         return await self._store.write(queries.upsert_feedback, draft)
 

@@ -4,8 +4,7 @@ import grpc
 
 from feedback_service.auth.credentials import Authenticator
 from feedback_service.auth.principal import current_principal
-from feedback_service.interceptors import is_public
-from feedback_service.interceptors._wrap import Behavior, wrap_unary
+from feedback_service.interceptors._wrap import Behavior, UnaryInterceptor
 from feedback_service.observability import current_call
 
 # Where gRPC puts a verified client certificate's names (mutual TLS only).
@@ -20,21 +19,16 @@ def certificate_identities(context: grpc.aio.ServicerContext) -> list[str]:
     ]
 
 
-class AuthenticationInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, authenticator: Authenticator) -> None:
+class AuthenticationInterceptor(UnaryInterceptor):
+    def __init__(self, authenticator: Authenticator, *, client_certificates: bool = False) -> None:
+        super().__init__()
         self._authenticator = authenticator
+        self._client_certificates = client_certificates  # only mutual TLS has them
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if is_public(handler_call_details.method):
-            return handler
-        return wrap_unary(handler, self._authenticated)
-
-    def _authenticated(self, behavior: Behavior) -> Behavior:
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
         async def run(request, context: grpc.aio.ServicerContext):
-            principal = self._authenticator.authenticate(
-                context.invocation_metadata() or (), certificate_identities(context)
-            )
+            identities = certificate_identities(context) if self._client_certificates else ()
+            principal = self._authenticator.authenticate(context.invocation_metadata() or (), identities)
             record = current_call.get()
             if record is not None:
                 record.principal = principal

@@ -7,25 +7,18 @@ from feedback_service.auth import access
 from feedback_service.auth.principal import PrincipalKind, current_principal
 from feedback_service.domain.errors import PermissionDenied
 from feedback_service.domain.validation import Checker
-from feedback_service.interceptors import is_public
-from feedback_service.interceptors._wrap import Behavior, wrap_unary
+from feedback_service.interceptors._wrap import Behavior, UnaryInterceptor
 from feedback_service.store import queries
 from feedback_service.store.database import Store
 
 
-class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
+class AuthorizationInterceptor(UnaryInterceptor):
     def __init__(self, rules: dict[str, access.AccessRule | None], store: Store) -> None:
+        super().__init__()
         self._rules = rules
         self._store = store
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if is_public(method):
-            return handler
-        return wrap_unary(handler, lambda behavior: self._authorized(method, behavior))
-
-    def _authorized(self, method: str, behavior: Behavior) -> Behavior:
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
         rule = self._rules.get(method)
 
         async def run(request, context: grpc.aio.ServicerContext):
@@ -37,8 +30,8 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
                 check = Checker()
                 thread_id = check.id("thread_id", request.thread_id)
                 check.done()
-                thread = await self._store.read(queries.get_thread, thread_id)
-                access.check_thread(rule, principal, thread_id, thread)
+                owner = await self._store.read(queries.thread_owner, thread_id)
+                access.check_thread(rule, principal, thread_id, owner)
             return await behavior(request, context)
 
         return run

@@ -8,8 +8,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from feedback_service.domain import errors
-from feedback_service.interceptors import is_public
-from feedback_service.interceptors._wrap import Behavior, wrap_unary
+from feedback_service.interceptors._wrap import Behavior, UnaryInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +39,9 @@ def bad_request_status(error: errors.InvalidArgument) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
-class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if is_public(handler_call_details.method):
-            return handler
-        return wrap_unary(handler, _with_statuses)
+class ErrorStatusInterceptor(UnaryInterceptor):
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        return _with_statuses(behavior)
 
 
 def _with_statuses(behavior: Behavior) -> Behavior:

@@ -6,8 +6,7 @@ import time
 import grpc
 
 from feedback.v1 import feedback_pb2
-from feedback_service.interceptors import is_public
-from feedback_service.interceptors._wrap import Behavior, wrap_unary
+from feedback_service.interceptors._wrap import Behavior, UnaryInterceptor
 from feedback_service.observability import (
     FEEDBACK_WRITTEN,
     IN_FLIGHT,
@@ -21,13 +20,9 @@ from feedback_service.observability import (
 RATING_LABELS = {1: "positive", -1: "negative"}
 
 
-class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if is_public(method):
-            return handler
-        return wrap_unary(handler, lambda behavior: _observed(method, behavior))
+class ObservabilityInterceptor(UnaryInterceptor):
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        return _observed(method, behavior)
 
 
 def _observed(method: str, behavior: Behavior) -> Behavior:

@@ -3,8 +3,8 @@
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from feedback.v1 import feedback_pb2, thread_registry_pb2
-from feedback_service.store.models import Feedback, Run, Thread
-from feedback_service.store.queries import RunStats
+from feedback_service.store.models import Run, Thread
+from feedback_service.store.queries import FeedbackRow, RunStats
 
 
 def timestamp(micros: int) -> Timestamp:
@@ -12,18 +12,37 @@ def timestamp(micros: int) -> Timestamp:
     return Timestamp(seconds=seconds, nanos=remainder * 1000)
 
 
-def feedback_message(row: Feedback) -> feedback_pb2.Feedback:
-    return feedback_pb2.Feedback(
-        feedback_id=row.feedback_id,
-        thread_id=row.thread_id,
-        run_id=row.run_id,
-        user_id=row.user_id,
-        message_id=row.message_id,
-        rating=row.rating,
-        comment=row.comment,
-        created_at=timestamp(row.created_at),
-        updated_at=timestamp(row.updated_at),
-    )
+def _timestamp_fields(micros: int) -> dict[str, int]:
+    seconds, remainder = divmod(micros, 1_000_000)
+    return {"seconds": seconds, "nanos": remainder * 1000}
+
+
+def feedback_fields(row: FeedbackRow) -> dict:
+    """Keyword arguments of a Feedback message (a list response adds them in
+    place with `feedback.add(**...)`, twice as fast as building and copying)."""
+    return {
+        "feedback_id": row.feedback_id,
+        "thread_id": row.thread_id,
+        "run_id": row.run_id,
+        "user_id": row.user_id,
+        "message_id": row.message_id,
+        "rating": row.rating,
+        "comment": row.comment,
+        "created_at": _timestamp_fields(row.created_at),
+        "updated_at": _timestamp_fields(row.updated_at),
+    }
+
+
+def feedback_message(row: FeedbackRow) -> feedback_pb2.Feedback:
+    return feedback_pb2.Feedback(**feedback_fields(row))
+
+
+def feedback_page(response, rows: list[FeedbackRow]):
+    """Fills a List*Response's repeated `feedback` field; returns the response."""
+    add = response.feedback.add
+    for row in rows:
+        add(**feedback_fields(row))
+    return response
 
 
 def stats_message(stats: RunStats) -> feedback_pb2.FeedbackStats:

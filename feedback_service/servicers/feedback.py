@@ -3,7 +3,7 @@
 from feedback.v1 import feedback_pb2, feedback_pb2_grpc
 from feedback_service.auth.principal import current_principal
 from feedback_service.domain.feedback import FeedbackRules
-from feedback_service.servicers.convert import feedback_message, stats_message
+from feedback_service.servicers.convert import feedback_message, feedback_page, stats_message
 
 
 class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
@@ -40,19 +40,15 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             request.page_size,
             request.page_token,
         )
-        return feedback_pb2.ListFeedbackResponse(
-            feedback=[feedback_message(row) for row in page.feedback],
-            next_page_token=page.next_page_token,
-        )
+        response = feedback_pb2.ListFeedbackResponse(next_page_token=page.next_page_token)
+        return feedback_page(response, page.feedback)
 
     async def ListThreadFeedback(self, request, context) -> feedback_pb2.ListThreadFeedbackResponse:
         page = await self._rules.list_thread(
             current_principal.get(), request.thread_id, request.page_size, request.page_token
         )
-        return feedback_pb2.ListThreadFeedbackResponse(
-            feedback=[feedback_message(row) for row in page.feedback],
-            next_page_token=page.next_page_token,
-        )
+        response = feedback_pb2.ListThreadFeedbackResponse(next_page_token=page.next_page_token)
+        return feedback_page(response, page.feedback)
 
     async def GetFeedbackStats(self, request, context) -> feedback_pb2.FeedbackStats:
         (stats,) = await self._rules.stats(request.thread_id, [request.run_id], batch=False)

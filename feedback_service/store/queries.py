@@ -7,11 +7,13 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from peewee import Case, IntegrityError, MySQLDatabase, fn
 
 from feedback_service.domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from feedback_service.store.models import Feedback, Run, Thread, database
+from feedback_service.store.prepared import Prepared
 
 
 def now_us() -> int:
@@ -30,6 +32,36 @@ class FeedbackDraft:
     comment: str
 
 
+class FeedbackRow(NamedTuple):
+    """One feedback record as stored; `id` orders rows and keys pagination."""
+
+    id: int | None
+    feedback_id: str
+    thread_id: str
+    run_id: str
+    user_id: str
+    message_id: str
+    rating: int
+    comment: str
+    created_at: int
+    updated_at: int
+
+
+# Every feedback read selects these columns, in FeedbackRow's order.
+FEEDBACK_COLUMNS = (
+    Feedback.id,
+    Feedback.feedback_id,
+    Feedback.thread_id,
+    Feedback.run,
+    Feedback.user_id,
+    Feedback.message_id,
+    Feedback.rating,
+    Feedback.comment,
+    Feedback.created_at,
+    Feedback.updated_at,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class RunStats:
     run_id: str
@@ -41,8 +73,15 @@ class RunStats:
 # --- threads and runs ---------------------------------------------------------
 
 
-def get_thread(thread_id: str) -> Thread | None:
-    return Thread.get_or_none(Thread.thread_id == thread_id)
+_THREAD_OWNER = Prepared(
+    lambda thread_id: Thread.select(Thread.owner_user_id).where(Thread.thread_id == thread_id).limit(1)
+)
+
+
+def thread_owner(thread_id: str) -> str | None:
+    """The owner of a registered thread ('' when shared); None if not registered."""
+    row = database.execute_sql(*_THREAD_OWNER(thread_id)).fetchone()
+    return None if row is None else row[0]
 
 
 def register_thread(thread_id: str, owner_user_id: str) -> Thread:
@@ -58,7 +97,7 @@ def register_thread(thread_id: str, owner_user_id: str) -> Thread:
 
 def register_run(thread_id: str, run_id: str) -> Run:
     with database.atomic():
-        if get_thread(thread_id) is None:
+        if thread_owner(thread_id) is None:
             raise NotFound(f"thread {thread_id} is not registered")
         Run.insert(run_id=run_id, thread=thread_id, created_at=now_us()).on_conflict_ignore().execute()
         run = Run.get_by_id(run_id)
@@ -70,7 +109,7 @@ def register_run(thread_id: str, run_id: str) -> Run:
 def delete_thread(thread_id: str) -> tuple[int, int]:
     """Deletes a thread with its runs and feedback; returns (runs, feedback)."""
     with database.atomic():
-        if get_thread(thread_id) is None:
+        if thread_owner(thread_id) is None:
             raise NotFound(f"thread {thread_id} is not registered")
         feedback = Feedback.delete().where(Feedback.thread_id == thread_id).execute()
         runs = Run.delete().where(Run.thread == thread_id).execute()
@@ -78,46 +117,68 @@ def delete_thread(thread_id: str) -> tuple[int, int]:
     return runs, feedback
 
 
+_RUN_THREAD = Prepared(lambda run_id: Run.select(Run.thread).where(Run.run_id == run_id).limit(1))
+
+
 def _require_run(thread_id: str, run_id: str) -> None:
-    run_thread = Run.select(Run.thread).where(Run.run_id == run_id).scalar()
-    if run_thread != thread_id:
+    row = database.execute_sql(*_RUN_THREAD(run_id)).fetchone()
+    if row is None or row[0] != thread_id:
         raise NotFound(f"run {run_id} not found in thread {thread_id}")
 
 
 # --- feedback writes ------------------------------------------------------------
 
 
-def _new_row(draft: FeedbackDraft) -> dict:
+def _new_row(draft: FeedbackDraft) -> FeedbackRow:
     now = now_us()
-    return {
-        "feedback_id": str(uuid.uuid4()),
-        "thread_id": draft.thread_id,
-        "run": draft.run_id,
-        "user_id": draft.user_id,
-        "message_id": draft.message_id,
-        "rating": draft.rating,
-        "comment": draft.comment,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-def _key(draft: FeedbackDraft) -> tuple:
-    return (
-        (Feedback.thread_id == draft.thread_id)
-        & (Feedback.run == draft.run_id)
-        & (Feedback.user_id == draft.user_id)
-        & (Feedback.message_id == draft.message_id)
+    return FeedbackRow(
+        None,
+        str(uuid.uuid4()),
+        draft.thread_id,
+        draft.run_id,
+        draft.user_id,
+        draft.message_id,
+        draft.rating,
+        draft.comment,
+        now,
+        now,
     )
 
 
-def create_feedback(draft: FeedbackDraft) -> Feedback:
+def _insert(*values):
+    return Feedback.insert(dict(zip(FEEDBACK_COLUMNS[1:], values, strict=True)))
+
+
+def _upsert(*values):
+    # ON DUPLICATE KEY UPDATE (MySQL) takes no conflict target.
+    mysql = isinstance(database.obj, MySQLDatabase)
+    return _insert(*values).on_conflict(
+        conflict_target=None
+        if mysql
+        else (Feedback.thread_id, Feedback.run, Feedback.user_id, Feedback.message_id),
+        preserve=(Feedback.rating, Feedback.comment, Feedback.updated_at),
+    )
+
+
+_INSERT = Prepared(_insert)
+_UPSERT = Prepared(_upsert)
+_BY_KEY = Prepared(
+    lambda thread_id, run_id, user_id, message_id: Feedback.select(*FEEDBACK_COLUMNS).where(
+        (Feedback.thread_id == thread_id)
+        & (Feedback.run == run_id)
+        & (Feedback.user_id == user_id)
+        & (Feedback.message_id == message_id)
+    )
+)
+
+
+def create_feedback(draft: FeedbackDraft) -> FeedbackRow:
     """Inserts new feedback; an existing one for the same key is ALREADY_EXISTS."""
     row = _new_row(draft)
     try:
         with database.atomic():
             _require_run(draft.thread_id, draft.run_id)
-            Feedback.insert(row).execute()
+            database.execute_sql(*_INSERT(*row[1:]))
     except IntegrityError as exc:
         # The unique key collided, or the run vanished under a concurrent delete.
         _require_run(draft.thread_id, draft.run_id)
@@ -126,20 +187,17 @@ def create_feedback(draft: FeedbackDraft) -> Feedback:
             + (f" and message {draft.message_id}" if draft.message_id else "")
             + " already exists; use UpsertFeedback to change it"
         ) from exc
-    return Feedback(**row)
+    return row
 
 
-def upsert_feedback(draft: FeedbackDraft) -> Feedback:
+def upsert_feedback(draft: FeedbackDraft) -> FeedbackRow:
     """Creates or updates the feedback for the draft's key in one statement."""
-    preserve = (Feedback.rating, Feedback.comment, Feedback.updated_at)
-    target = (Feedback.thread_id, Feedback.run, Feedback.user_id, Feedback.message_id)
-    if isinstance(database.obj, MySQLDatabase):
-        target = None  # ON DUPLICATE KEY UPDATE takes no target.
     try:
         with database.atomic():
             _require_run(draft.thread_id, draft.run_id)
-            Feedback.insert(_new_row(draft)).on_conflict(conflict_target=target, preserve=preserve).execute()
-            return Feedback.get(_key(draft))
+            database.execute_sql(*_UPSERT(*_new_row(draft)[1:]))
+            sql, params = _BY_KEY(draft.thread_id, draft.run_id, draft.user_id, draft.message_id)
+            return FeedbackRow._make(database.execute_sql(sql, params).fetchone())
     except IntegrityError:
         # Only a foreign key can fail here: the run vanished under a concurrent delete.
         _require_run(draft.thread_id, draft.run_id)
@@ -168,35 +226,49 @@ def delete_run_feedback(thread_id: str, run_id: str, user_id: str) -> int:
 # --- feedback reads -------------------------------------------------------------
 
 
+def _page_query(thread_id, run_id, user_id, after_id, limit):
+    where = (Feedback.thread_id == thread_id) & (Feedback.id > after_id)
+    if run_id is not None:
+        where &= Feedback.run == run_id
+    if user_id is not None:
+        where &= Feedback.user_id == user_id
+    return Feedback.select(*FEEDBACK_COLUMNS).where(where).order_by(Feedback.id).limit(limit)
+
+
+_PAGE = Prepared(_page_query)
+
+
 def feedback_page(
     thread_id: str,
     run_id: str | None,
     user_id: str | None,
     after_id: int,
     limit: int,
-) -> list[Feedback]:
+) -> list[FeedbackRow]:
     """Feedback on a thread (or one run of it), oldest first, after a row id.
 
     user_id None means every user's feedback.
     """
-    where = (Feedback.thread_id == thread_id) & (Feedback.id > after_id)
-    if run_id is not None:
-        where &= Feedback.run == run_id
-    if user_id is not None:
-        where &= Feedback.user_id == user_id
-    return list(Feedback.select().where(where).order_by(Feedback.id).limit(limit))
+    sql, params = _PAGE(thread_id, run_id, user_id, after_id, limit)
+    return [FeedbackRow._make(row) for row in database.execute_sql(sql, params).fetchall()]
+
+
+def _stats_query(thread_id, run_ids):
+    positive = fn.SUM(Case(None, [(Feedback.rating == 1, 1)], 0))
+    negative = fn.SUM(Case(None, [(Feedback.rating == -1, 1)], 0))
+    return (
+        Feedback.select(Feedback.run, fn.COUNT(Feedback.id), positive, negative)
+        .where((Feedback.thread_id == thread_id) & (Feedback.run.in_(run_ids)))
+        .group_by(Feedback.run)
+    )
+
+
+_STATS = Prepared(_stats_query)
 
 
 def stats_for_runs(thread_id: str, run_ids: Sequence[str]) -> dict[str, RunStats]:
     """Counts every user's feedback per run, in one grouped query."""
     unique_ids = list(dict.fromkeys(run_ids))
-    positive = fn.SUM(Case(None, [(Feedback.rating == 1, 1)], 0))
-    negative = fn.SUM(Case(None, [(Feedback.rating == -1, 1)], 0))
-    rows = (
-        Feedback.select(Feedback.run, fn.COUNT(Feedback.id), positive, negative)
-        .where((Feedback.thread_id == thread_id) & (Feedback.run.in_(unique_ids)))
-        .group_by(Feedback.run)
-        .tuples()
-    )
-    counted = {run: RunStats(run, int(t), int(p), int(n)) for run, t, p, n in rows}
+    rows = database.execute_sql(*_STATS(thread_id, unique_ids)).fetchall()
+    counted = {run: RunStats(run, int(t), int(p or 0), int(n or 0)) for run, t, p, n in rows}
     return {run: counted.get(run, RunStats(run, 0, 0, 0)) for run in unique_ids}
