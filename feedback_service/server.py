@@ -19,6 +19,7 @@ from feedback_service.interceptors.authentication import AuthenticationIntercept
 from feedback_service.interceptors.authorization import AuthorizationInterceptor
 from feedback_service.interceptors.errors import ErrorStatusInterceptor
 from feedback_service.interceptors.observability import ObservabilityInterceptor
+from feedback_service.observability import access_log
 from feedback_service.reflection import enable_reflection
 from feedback_service.servicers.feedback import FeedbackServicer
 from feedback_service.servicers.thread_registry import ThreadRegistryServicer
@@ -58,6 +59,7 @@ class Service:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
         self.store.close()
+        access_log.flush()
 
 
 def build_authenticator(settings: Settings) -> Authenticator:
