@@ -116,8 +116,29 @@ class Store:
         return await self._submit(self._executor, query, args)
 
     async def write(self, query: Callable[..., T], *args: object) -> T:
-        """Runs a unit of work that writes."""
+        """Runs a unit of work that writes. On SQLite it is first tried on the
+        event loop without waiting for the file lock; only when another writer
+        holds it does the work go to the writer thread, which may wait."""
+        if self._inline_reads:
+            if not self.available:
+                raise Unavailable("the database is unavailable; retry later")
+            done, result = self._write_without_waiting(query, args)
+            if done:
+                return result
         return await self._submit(self._writer, query, args)
+
+    def _write_without_waiting(self, query: Callable[..., T], args: tuple) -> tuple[bool, T | None]:
+        """(True, result), or (False, None) when SQLite was busy or failed:
+        then nothing was written and the caller hands the work on."""
+        self.db.connect(reuse_if_open=True)
+        connection = self.db.connection()
+        connection.execute("PRAGMA busy_timeout = 0")
+        try:
+            return True, query(*args)
+        except CONNECTION_ERRORS:
+            return False, None
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {SQLITE_PRAGMAS['busy_timeout']}")
 
     async def _submit(self, executor: ThreadPoolExecutor, query: Callable[..., T], args: tuple) -> T:
         if not self.available:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from peewee import Case, IntegrityError, MySQLDatabase, fn
+from peewee import Case, IntegrityError, MySQLDatabase, Value, fn
 
 from feedback_service.domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from feedback_service.store.models import Feedback, Run, Thread, database
@@ -149,6 +149,14 @@ def _insert(*values):
     return Feedback.insert(dict(zip(FEEDBACK_COLUMNS[1:], values, strict=True)))
 
 
+def _insert_if_run_in_thread(feedback_id, thread_id, run_id, *rest):
+    """INSERT ... SELECT ... FROM run: inserts only if the run belongs to the
+    thread, in one statement (0 rows inserted: no such run in that thread)."""
+    values = (feedback_id, thread_id, run_id, *rest)
+    source = Run.select(*(Value(v) for v in values)).where((Run.run_id == run_id) & (Run.thread == thread_id))
+    return Feedback.insert_from(source, FEEDBACK_COLUMNS[1:])
+
+
 def _upsert(*values):
     # ON DUPLICATE KEY UPDATE (MySQL) takes no conflict target.
     mysql = isinstance(database.obj, MySQLDatabase)
@@ -160,7 +168,7 @@ def _upsert(*values):
     )
 
 
-_INSERT = Prepared(_insert)
+_INSERT_IF_RUN = Prepared(_insert_if_run_in_thread)
 _UPSERT = Prepared(_upsert)
 _BY_KEY = Prepared(
     lambda thread_id, run_id, user_id, message_id: Feedback.select(*FEEDBACK_COLUMNS).where(
@@ -176,9 +184,7 @@ def create_feedback(draft: FeedbackDraft) -> FeedbackRow:
     """Inserts new feedback; an existing one for the same key is ALREADY_EXISTS."""
     row = _new_row(draft)
     try:
-        with database.atomic():
-            _require_run(draft.thread_id, draft.run_id)
-            database.execute_sql(*_INSERT(*row[1:]))
+        inserted = database.execute_sql(*_INSERT_IF_RUN(*row[1:])).rowcount
     except IntegrityError as exc:
         # The unique key collided, or the run vanished under a concurrent delete.
         _require_run(draft.thread_id, draft.run_id)
@@ -187,6 +193,8 @@ def create_feedback(draft: FeedbackDraft) -> FeedbackRow:
             + (f" and message {draft.message_id}" if draft.message_id else "")
             + " already exists; use UpsertFeedback to change it"
         ) from exc
+    if inserted != 1:
+        raise NotFound(f"run {draft.run_id} not found in thread {draft.thread_id}")
     return row
 
 
