@@ -189,3 +189,32 @@ def test_metrics_and_access_log_show_the_traffic(tmp_path):
         assert as_user("u1")[0][1].split()[-1] not in log_text
     finally:
         assert service.terminate() == 0
+
+
+def test_health_reports_each_service(sqlite_client):
+    health = health_pb2_grpc.HealthStub(sqlite_client.channel)
+    for service in ("", "feedback.v1.FeedbackService", "feedback.v1.ThreadRegistry"):
+        status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
+        assert status == health_pb2.HealthCheckResponse.SERVING, service
+    with pytest.raises(grpc.RpcError) as unknown:
+        health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_reflection_can_be_turned_off(tmp_path, enabled):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with running_server(server_settings(tmp_path, reflection=enabled)) as (_, client):
+        stub = reflection_pb2_grpc.ServerReflectionStub(client.channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        if enabled:
+            names = {
+                s.name
+                for s in next(stub.ServerReflectionInfo(iter([request]))).list_services_response.service
+            }
+            assert "feedback.v1.FeedbackService" in names
+        else:
+            with pytest.raises(grpc.RpcError) as refused:
+                next(stub.ServerReflectionInfo(iter([request])))
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
