@@ -145,10 +145,6 @@ def _new_row(draft: FeedbackDraft) -> FeedbackRow:
     )
 
 
-def _insert(*values):
-    return Feedback.insert(dict(zip(FEEDBACK_COLUMNS[1:], values, strict=True)))
-
-
 def _insert_if_run_in_thread(feedback_id, thread_id, run_id, *rest):
     """INSERT ... SELECT ... FROM run: inserts only if the run belongs to the
     thread, in one statement (0 rows inserted: no such run in that thread)."""
@@ -157,19 +153,20 @@ def _insert_if_run_in_thread(feedback_id, thread_id, run_id, *rest):
     return Feedback.insert_from(source, FEEDBACK_COLUMNS[1:])
 
 
-def _upsert(*values):
-    # ON DUPLICATE KEY UPDATE (MySQL) takes no conflict target.
-    mysql = isinstance(database.obj, MySQLDatabase)
-    return _insert(*values).on_conflict(
-        conflict_target=None
-        if mysql
-        else (Feedback.thread_id, Feedback.run, Feedback.user_id, Feedback.message_id),
-        preserve=(Feedback.rating, Feedback.comment, Feedback.updated_at),
-    )
+def _upsert_if_run_in_thread(*values):
+    """The same insert, updating the existing row of the key instead of
+    failing, and returning the row as stored (except on MySQL, which has no
+    RETURNING and takes no conflict target)."""
+    preserve = (Feedback.rating, Feedback.comment, Feedback.updated_at)
+    query = _insert_if_run_in_thread(*values)
+    if isinstance(database.obj, MySQLDatabase):
+        return query.on_conflict(preserve=preserve)
+    key = (Feedback.thread_id, Feedback.run, Feedback.user_id, Feedback.message_id)
+    return query.on_conflict(conflict_target=key, preserve=preserve).returning(*FEEDBACK_COLUMNS)
 
 
 _INSERT_IF_RUN = Prepared(_insert_if_run_in_thread)
-_UPSERT = Prepared(_upsert)
+_UPSERT_IF_RUN = Prepared(_upsert_if_run_in_thread)
 _BY_KEY = Prepared(
     lambda thread_id, run_id, user_id, message_id: Feedback.select(*FEEDBACK_COLUMNS).where(
         (Feedback.thread_id == thread_id)
@@ -200,16 +197,25 @@ def create_feedback(draft: FeedbackDraft) -> FeedbackRow:
 
 def upsert_feedback(draft: FeedbackDraft) -> FeedbackRow:
     """Creates or updates the feedback for the draft's key in one statement."""
+    upsert = _UPSERT_IF_RUN(*_new_row(draft)[1:])
     try:
-        with database.atomic():
-            _require_run(draft.thread_id, draft.run_id)
-            database.execute_sql(*_UPSERT(*_new_row(draft)[1:]))
-            sql, params = _BY_KEY(draft.thread_id, draft.run_id, draft.user_id, draft.message_id)
-            return FeedbackRow._make(database.execute_sql(sql, params).fetchone())
+        if isinstance(database.obj, MySQLDatabase):
+            with database.atomic():  # the upsert, then its row as stored
+                database.execute_sql(*upsert)
+                stored = database.execute_sql(*_BY_KEY(*_key(draft))).fetchone()
+        else:
+            stored = database.execute_sql(*upsert).fetchone()
     except IntegrityError:
-        # Only a foreign key can fail here: the run vanished under a concurrent delete.
+        # Only the foreign key can fail here: the run vanished under a concurrent delete.
         _require_run(draft.thread_id, draft.run_id)
         raise
+    if stored is None:  # nothing inserted or updated: the run is not in the thread
+        raise NotFound(f"run {draft.run_id} not found in thread {draft.thread_id}")
+    return FeedbackRow._make(stored)
+
+
+def _key(draft: FeedbackDraft) -> tuple[str, str, str, str]:
+    return (draft.thread_id, draft.run_id, draft.user_id, draft.message_id)
 
 
 def delete_feedback(thread_id: str, run_id: str, feedback_id: str, user_id: str) -> int:
