@@ -22,6 +22,8 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     from feedback_service.server import create_service  # grpc loads only when serving
 
     service = create_service(settings, reuse_port=reuse_port)
+    if not (settings.resolved_jwt_secret() or settings.jwt_public_key_file or settings.jwt_jwks_file):
+        log.warning("no JWT key is configured: every bearer token will be refused (UNAUTHENTICATED)")
     await service.start()
     url = describe_url(settings.effective_database_url())
     transport = "mutual TLS" if settings.tls_client_ca_file else "TLS" if settings.tls else "plaintext"

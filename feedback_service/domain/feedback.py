@@ -65,7 +65,8 @@ class FeedbackRules:
     ) -> Page:
         # A user sees only their own feedback; a service acting as itself sees all.
         viewer = actor.user_id
-        scope = f"{thread_id}|{run_id or '*'}|{viewer or '*'}"
+        # Newlines cannot occur in ids, so distinct queries never share a scope.
+        scope = "\n".join((thread_id, run_id or "", viewer or ""))
         after_id = decode_page_token(scope, token)
         rows = await self._store.read(queries.feedback_page, thread_id, run_id, viewer, after_id, size + 1)
         if len(rows) <= size:
