@@ -91,7 +91,6 @@ def server_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int]
 def server_credentials(settings: Settings) -> grpc.ServerCredentials:
     """TLS with the configured certificate; with a client CA, clients must
     present a certificate it signed (mutual TLS)."""
-    assert settings.tls_cert_file and settings.tls_key_file, "TLS needs both a certificate and a key"
     client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
     return grpc.ssl_server_credentials(
         [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
@@ -129,8 +128,20 @@ def build_server(settings: Settings, store: Store, *, reuse_port: bool = False) 
     return Service(server, port, health_servicer, store, database_health)
 
 
+def check_tls_settings(settings: Settings) -> None:
+    """Refuses half a TLS configuration rather than silently serving plaintext."""
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        raise SystemExit("TLS needs both FEEDBACK_TLS_CERT_FILE and FEEDBACK_TLS_KEY_FILE")
+    if not settings.tls and (settings.tls_client_ca_file or settings.tls_client_services):
+        raise SystemExit(
+            "FEEDBACK_TLS_CLIENT_CA_FILE and FEEDBACK_TLS_CLIENT_SERVICES need TLS: "
+            "set FEEDBACK_TLS_CERT_FILE and FEEDBACK_TLS_KEY_FILE"
+        )
+
+
 def create_service(settings: Settings, *, reuse_port: bool = False) -> Service:
     """Opens and migrates the database, then builds the server over it."""
+    check_tls_settings(settings)
     db = open_database(settings.effective_database_url(), settings.db_connect_timeout_s)
     migrate(db)
     return build_server(settings, Store(db, settings.db_workers), reuse_port=reuse_port)

@@ -40,17 +40,30 @@ def keys_from_pem(data: bytes) -> list[VerificationKey]:
 
 
 def keys_from_jwks(data: bytes) -> list[VerificationKey]:
+    """The usable signing keys of a JWKS. A key this service cannot use (HMAC,
+    encryption, another curve or algorithm, malformed) is skipped with a
+    warning; a file that is not a JWKS, or has no usable key, is a ValueError."""
+    document = json.loads(data)
+    entries = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError('a JWKS must be an object with a "keys" list')
     keys = []
-    for entry in json.loads(data).get("keys", []):
-        if entry.get("kty") not in ("RSA", "EC") or entry.get("use", "sig") != "sig":
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("kty") not in ("RSA", "EC"):
             continue  # HMAC ("oct") keys are never taken from a key file
-        public_key = jwt.PyJWK(entry).key
-        algorithm = _pinned_algorithm(public_key)
-        if entry.get("alg", algorithm) != algorithm:
-            raise ValueError(
-                f"JWKS key {entry.get('kid')!r} declares alg {entry['alg']}, expected {algorithm}"
-            )
+        if entry.get("use", "sig") != "sig":
+            continue
+        try:
+            public_key = jwt.PyJWK(entry).key
+            algorithm = _pinned_algorithm(public_key)
+            if entry.get("alg", algorithm) != algorithm:
+                raise ValueError(f"declares alg {entry['alg']}, expected {algorithm}")
+        except (ValueError, TypeError, jwt.PyJWTError) as exc:
+            log.warning("skipping JWKS key %r: %s", entry.get("kid"), exc)
+            continue
         keys.append(VerificationKey(algorithm, public_key, entry.get("kid")))
+    if not keys:
+        raise ValueError("the JWKS holds no usable RS256 or ES256 signing key")
     return keys
 
 
@@ -73,7 +86,7 @@ class _WatchedFile:
             return False
         try:
             keys = self._parse(self.path.read_bytes())
-        except (ValueError, jwt.PyJWKError) as exc:
+        except (ValueError, TypeError, jwt.PyJWTError, jwt.PyJWKError) as exc:
             if self._stamp is None:
                 raise
             log.error("keeping the previous JWT keys: %s is invalid (%s)", self.path, exc)

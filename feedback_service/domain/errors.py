@@ -18,9 +18,16 @@ class FieldViolation:
 class InvalidArgument(ServiceError):
     """The request is malformed; `violations` names the fields at fault."""
 
+    # Status details travel in trailers that clients cap (8 KB by default):
+    # report the first few violations and how many more there were.
+    MAX_REPORTED = 10
+
     def __init__(self, violations: list[FieldViolation]) -> None:
-        self.violations = violations
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+        self.violations = violations[: self.MAX_REPORTED]
+        message = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+        if len(violations) > self.MAX_REPORTED:
+            message += f" (and {len(violations) - self.MAX_REPORTED} more)"
+        super().__init__(message)
 
 
 class Unauthenticated(ServiceError):

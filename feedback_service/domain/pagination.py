@@ -11,6 +11,8 @@ import hashlib
 
 from feedback_service.domain.errors import FieldViolation, InvalidArgument
 
+MAX_ROW_ID = 2**63 - 1  # row ids are signed 64-bit on every backend
+
 
 def _fingerprint(scope: str) -> str:
     return hashlib.sha256(scope.encode()).hexdigest()[:16]
@@ -28,7 +30,7 @@ def decode_page_token(scope: str, token: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         last_id, fingerprint = raw.split(".")
-        if fingerprint == _fingerprint(scope) and last_id.isdigit():
+        if fingerprint == _fingerprint(scope) and last_id.isdigit() and int(last_id) <= MAX_ROW_ID:
             return int(last_id)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass

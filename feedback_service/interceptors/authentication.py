@@ -7,16 +7,13 @@ from feedback_service.auth.principal import current_principal
 from feedback_service.interceptors._wrap import Behavior, UnaryInterceptor
 from feedback_service.observability import current_call
 
-# Where gRPC puts a verified client certificate's names (mutual TLS only).
-CERTIFICATE_NAME_KEYS = ("x509_subject_alternative_name", "x509_common_name")
-
 
 def certificate_identities(context: grpc.aio.ServicerContext) -> list[str]:
-    """The SANs and CN of the peer's verified client certificate, if any."""
+    """The names of the peer's verified client certificate: its SANs, or its
+    CN only when it has no SAN (RFC 6125)."""
     properties = context.auth_context()
-    return [
-        value.decode("utf-8", "replace") for key in CERTIFICATE_NAME_KEYS for value in properties.get(key, ())
-    ]
+    names = properties.get("x509_subject_alternative_name") or properties.get("x509_common_name") or ()
+    return [value.decode("utf-8", "replace") for value in names]
 
 
 class AuthenticationInterceptor(UnaryInterceptor):
