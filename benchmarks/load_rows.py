@@ -24,20 +24,11 @@ import workload as w
 from feedback_service.store.database import open_database, sqlite_url
 from feedback_service.store.migrations import migrate
 from feedback_service.store.models import Feedback, Run, Thread
+from feedback_service.store.queries import FEEDBACK_COLUMNS
 
 CHUNK = 50_000  # rows per executemany
 TRANSACTION = 250_000  # rows per transaction
-FEEDBACK_FIELDS = (
-    Feedback.feedback_id,
-    Feedback.thread_id,
-    Feedback.run,
-    Feedback.user_id,
-    Feedback.message_id,
-    Feedback.rating,
-    Feedback.comment,
-    Feedback.created_at,
-    Feedback.updated_at,
-)
+FEEDBACK_FIELDS = FEEDBACK_COLUMNS[1:]  # every column but the row id, as the service writes them
 COMMENTS = ("", "", "", "", "helpful", "", "wrong tool call", "", "", "answered the question, thanks")
 
 
