@@ -8,8 +8,7 @@ from feedback_service.store.queries import FeedbackRow, RunStats
 
 
 def timestamp(micros: int) -> Timestamp:
-    seconds, remainder = divmod(micros, 1_000_000)
-    return Timestamp(seconds=seconds, nanos=remainder * 1000)
+    return Timestamp(**_timestamp_fields(micros))
 
 
 def _timestamp_fields(micros: int) -> dict[str, int]:

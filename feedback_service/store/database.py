@@ -96,9 +96,9 @@ class Store:
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="db")
         # SQLite has one writer at a time: one writing thread per process queues
         # writes in order instead of letting threads starve on the file lock.
-        self._inline_reads = is_sqlite(db)
+        self._local_file = is_sqlite(db)
         self._writer = (
-            ThreadPoolExecutor(1, thread_name_prefix="db-writer") if is_sqlite(db) else self._executor
+            ThreadPoolExecutor(1, thread_name_prefix="db-writer") if self._local_file else self._executor
         )
         # The probe has its own thread (and connection) so a busy pool never delays it.
         self._probe_executor = ThreadPoolExecutor(1, thread_name_prefix="db-probe")
@@ -109,9 +109,8 @@ class Store:
         event loop: an indexed read of a local file takes microseconds, less
         than handing it to a thread and back; WAL readers never wait for the
         writer."""
-        if self._inline_reads:
-            if not self.available:
-                raise Unavailable("the database is unavailable; retry later")
+        if self._local_file:
+            self._check_available()
             return self._run(query, args)
         return await self._submit(self._executor, query, args)
 
@@ -119,9 +118,8 @@ class Store:
         """Runs a unit of work that writes. On SQLite it is first tried on the
         event loop without waiting for the file lock; only when another writer
         holds it does the work go to the writer thread, which may wait."""
-        if self._inline_reads:
-            if not self.available:
-                raise Unavailable("the database is unavailable; retry later")
+        if self._local_file:
+            self._check_available()
             done, result = self._write_without_waiting(query, args)
             if done:
                 return result
@@ -140,9 +138,13 @@ class Store:
         finally:
             connection.execute(f"PRAGMA busy_timeout = {SQLITE_PRAGMAS['busy_timeout']}")
 
-    async def _submit(self, executor: ThreadPoolExecutor, query: Callable[..., T], args: tuple) -> T:
+    def _check_available(self) -> None:
+        """Fails fast while the health probe finds the database down."""
         if not self.available:
             raise Unavailable("the database is unavailable; retry later")
+
+    async def _submit(self, executor: ThreadPoolExecutor, query: Callable[..., T], args: tuple) -> T:
+        self._check_available()
         deadline = call_deadline()
         return await asyncio.get_running_loop().run_in_executor(executor, self._run, query, args, deadline)
 

@@ -1,6 +1,7 @@
 """Every query the service runs. Each function is one unit of work (one
-statement where it can be, else one transaction), runs synchronously in a
-database worker thread, and raises domain errors when the data says no.
+statement where it can be, else one transaction), runs synchronously where
+the Store puts it (a database thread, or the event loop on SQLite), and
+raises domain errors when the data says no.
 """
 
 import time
