@@ -51,7 +51,13 @@ class Settings:
     # Limits
     max_message_bytes: int = 256 * 1024
     max_metadata_bytes: int = 16 * 1024
+    # Calls of ours being served at once (authenticated, request received).
     max_concurrent_rpcs: int = 1000
+    # A call whose request message has not arrived this long after it began is dropped.
+    request_timeout_s: float = 5.0
+    # Open health Watch and reflection streams, per client connection and in all.
+    max_public_streams_per_connection: int = 10
+    max_public_streams: int = 100
     keepalive_time_s: float = 60.0
     keepalive_timeout_s: float = 20.0
     keepalive_min_client_interval_s: float = 10.0
@@ -94,6 +100,11 @@ class Settings:
             max_message_bytes=int(get("MAX_MESSAGE_BYTES", str(defaults.max_message_bytes))),
             max_metadata_bytes=int(get("MAX_METADATA_BYTES", str(defaults.max_metadata_bytes))),
             max_concurrent_rpcs=int(get("MAX_CONCURRENT_RPCS", str(defaults.max_concurrent_rpcs))),
+            request_timeout_s=float(get("REQUEST_TIMEOUT_S", str(defaults.request_timeout_s))),
+            max_public_streams_per_connection=int(
+                get("MAX_PUBLIC_STREAMS_PER_CONNECTION", str(defaults.max_public_streams_per_connection))
+            ),
+            max_public_streams=int(get("MAX_PUBLIC_STREAMS", str(defaults.max_public_streams))),
             keepalive_time_s=float(get("KEEPALIVE_TIME_S", str(defaults.keepalive_time_s))),
             keepalive_timeout_s=float(get("KEEPALIVE_TIMEOUT_S", str(defaults.keepalive_timeout_s))),
             keepalive_min_client_interval_s=float(

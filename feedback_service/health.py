@@ -1,39 +1,24 @@
-"""grpc.health.v1 statuses that follow the database: NOT_SERVING while it is
+"""Health statuses that follow the database: NOT_SERVING while it is
 unreachable, SERVING again once it answers, with no restart."""
 
 import asyncio
 import logging
-from collections.abc import Sequence
 
-from grpc_health.v1 import health, health_pb2
-
+from feedback_service.servicers.health import HealthServicer
 from feedback_service.store.database import Store
 
 log = logging.getLogger(__name__)
 
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 PROBE_TIMEOUT_S = 5.0
 FAILURES_TO_NOT_SERVING = 2
 
 
 class DatabaseHealth:
-    def __init__(
-        self,
-        store: Store,
-        servicer: health.aio.HealthServicer,
-        service_names: Sequence[str],
-        interval_s: float,
-    ) -> None:
+    def __init__(self, store: Store, servicer: HealthServicer, interval_s: float) -> None:
         self._store = store
         self._servicer = servicer
-        self._names = ("", *service_names)
         self._interval_s = interval_s
         self._serving: bool | None = None
-
-    async def set_all(self, serving: bool) -> None:
-        for name in self._names:
-            await self._servicer.set(name, SERVING if serving else NOT_SERVING)
 
     async def watch(self) -> None:
         """Probes the database every interval until cancelled; two failed
@@ -49,5 +34,5 @@ class DatabaseHealth:
                         "database %s", "reachable again: SERVING" if serving else "unreachable: NOT_SERVING"
                     )
                 self._serving = serving
-                await self.set_all(serving)
+                self._servicer.set(serving)
             await asyncio.sleep(self._interval_s)

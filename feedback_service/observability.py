@@ -40,7 +40,6 @@ class CallRecord:
     """What one RPC learns about itself as it passes the interceptors."""
 
     started: float = field(default_factory=time.perf_counter)
-    principal: Principal | None = None
     # time.monotonic() by which the call must be done; None for no deadline.
     deadline: float | None = None
 
@@ -160,12 +159,11 @@ def configure_logging(level: str, log_format: str) -> None:
     access_log.configure(json_lines=log_format == "json")
 
 
-def log_access(method: str, code: str, record: CallRecord, peer: str) -> None:
+def log_access(method: str, code: str, record: CallRecord, principal: Principal | None, peer: str) -> None:
     """The access line: who called what, how it ended, how long it took.
     Never a token, and never the text of a comment."""
     if not access_log.enabled:
         return
-    principal = record.principal
     access_log.write(
         {
             "method": method,

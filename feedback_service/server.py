@@ -1,6 +1,7 @@
 """Builds the gRPC server: interceptors, servicers, health and reflection."""
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -17,11 +18,15 @@ from feedback_service.domain.threads import ThreadRules
 from feedback_service.health import DatabaseHealth
 from feedback_service.interceptors.authentication import AuthenticationInterceptor
 from feedback_service.interceptors.authorization import AuthorizationInterceptor
+from feedback_service.interceptors.draining import CallerWaits
 from feedback_service.interceptors.errors import ErrorStatusInterceptor
+from feedback_service.interceptors.limits import ConcurrencyLimitInterceptor, PublicStreamLimitInterceptor
 from feedback_service.interceptors.observability import ObservabilityInterceptor
+from feedback_service.interceptors.request import RequestInterceptor
 from feedback_service.observability import access_log
 from feedback_service.reflection import enable_reflection
 from feedback_service.servicers.feedback import FeedbackServicer
+from feedback_service.servicers.health import HealthServicer
 from feedback_service.servicers.thread_registry import ThreadRegistryServicer
 from feedback_service.store.database import Store, open_database
 from feedback_service.store.migrations import migrate
@@ -41,9 +46,10 @@ class Service:
 
     server: grpc.aio.Server
     port: int
-    health: health.aio.HealthServicer
+    health: HealthServicer
     store: Store
     database_health: DatabaseHealth
+    caller_waits: CallerWaits
     _watcher: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -51,12 +57,14 @@ class Service:
         self._watcher = asyncio.create_task(self.database_health.watch())
 
     async def stop(self, grace_s: float) -> None:
-        """Reports NOT_SERVING, refuses new calls, and lets every accepted call
-        finish for up to grace_s before cancelling it. (Open health Watch
-        streams see NOT_SERVING at once and are held until the grace ends.)"""
+        """Reports NOT_SERVING (ending open health Watch streams), refuses new
+        calls, and lets every accepted call finish for up to grace_s before
+        cancelling it."""
         if self._watcher:
             self._watcher.cancel()
-        await self.health.enter_graceful_shutdown()
+        with contextlib.suppress(TimeoutError):
+            await self.health.shut_down()
+        self.caller_waits.end_all()
         await self.server.stop(grace_s)
         self.store.close()
         access_log.flush()
@@ -99,24 +107,36 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials:
     )
 
 
+def interceptors(settings: Settings, store: Store, waits: CallerWaits) -> list[grpc.aio.ServerInterceptor]:
+    """Outermost first. Credentials are checked before the request message is
+    read, so a caller without them is turned away before it can stall."""
+    return [
+        ObservabilityInterceptor(),
+        ErrorStatusInterceptor(),
+        AuthenticationInterceptor(
+            build_authenticator(settings), client_certificates=settings.tls_client_ca_file is not None
+        ),
+        RequestInterceptor(settings.request_timeout_s, waits),
+        ConcurrencyLimitInterceptor(settings.max_concurrent_rpcs),
+        AuthorizationInterceptor(declared_rules(SERVICES), store),
+        PublicStreamLimitInterceptor(
+            settings.max_public_streams, settings.max_public_streams_per_connection, waits
+        ),
+    ]
+
+
 def build_server(settings: Settings, store: Store, *, reuse_port: bool = False) -> Service:
+    # No maximum_concurrent_rpcs: gRPC's own limit counts every call, health
+    # checks and stalled callers included (see interceptors/limits.py).
+    waits = CallerWaits()
     server = grpc.aio.server(
-        interceptors=[
-            ObservabilityInterceptor(),
-            ErrorStatusInterceptor(),
-            AuthenticationInterceptor(
-                build_authenticator(settings), client_certificates=settings.tls_client_ca_file is not None
-            ),
-            AuthorizationInterceptor(declared_rules(SERVICES), store),
-        ],
-        options=server_options(settings, reuse_port),
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        interceptors=interceptors(settings, store, waits), options=server_options(settings, reuse_port)
     )
     feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(FeedbackServicer(FeedbackRules(store)), server)
     thread_registry_pb2_grpc.add_ThreadRegistryServicer_to_server(
         ThreadRegistryServicer(ThreadRules(store)), server
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer(SERVICE_NAMES)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
         enable_reflection(server, [*SERVICE_NAMES, health.SERVICE_NAME])
@@ -124,8 +144,8 @@ def build_server(settings: Settings, store: Store, *, reuse_port: bool = False) 
         port = server.add_secure_port(settings.listen, server_credentials(settings))
     else:
         port = server.add_insecure_port(settings.listen)
-    database_health = DatabaseHealth(store, health_servicer, SERVICE_NAMES, settings.health_interval_s)
-    return Service(server, port, health_servicer, store, database_health)
+    database_health = DatabaseHealth(store, health_servicer, settings.health_interval_s)
+    return Service(server, port, health_servicer, store, database_health, waits)
 
 
 def check_tls_settings(settings: Settings) -> None:

@@ -5,6 +5,7 @@ import json
 import re
 import signal
 import sqlite3
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -59,7 +60,6 @@ def wait_until(predicate, timeout_s: float = 10) -> None:
 
 
 def test_sigterm_finishes_in_flight_calls_refuses_new_ones_and_exits_0(tmp_path):
-    # The health Watch stream stays open until the grace period ends.
     service = ServiceProcess(tmp_path / "data", jwt_secret=JWT_SECRET, shutdown_grace_s="3")
     channel = grpc.insecure_channel(service.address)
     client = Client(channel)
@@ -199,6 +199,61 @@ def test_health_reports_each_service(sqlite_client):
     with pytest.raises(grpc.RpcError) as unknown:
         health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "'no.such.Service'" in unknown.value.details()
+
+
+def test_health_check_echoes_an_unknown_name_escaped_and_bounded(sqlite_client):
+    health = health_pb2_grpc.HealthStub(sqlite_client.channel)
+    with pytest.raises(grpc.RpcError) as unknown:
+        health.Check(health_pb2.HealthCheckRequest(service="x\n2026-01-01 INFO forged" + "y" * 5000))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "\n" not in unknown.value.details()
+    assert len(unknown.value.details()) < 120
+
+
+def test_health_list_gives_every_service_with_its_status(sqlite_client):
+    listed = health_pb2_grpc.HealthStub(sqlite_client.channel).List(health_pb2.HealthListRequest())
+    assert {name: s.status for name, s in listed.statuses.items()} == {
+        name: health_pb2.HealthCheckResponse.SERVING
+        for name in ("", "feedback.v1.FeedbackService", "feedback.v1.ThreadRegistry")
+    }
+
+
+def test_sigterm_ends_watch_reflection_and_stalled_calls_at_once_with_a_clean_log(tmp_path):
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    service = ServiceProcess(tmp_path / "data", jwt_secret=JWT_SECRET, shutdown_grace_s="30")
+    channel = grpc.insecure_channel(service.address)
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    released = threading.Event()
+
+    def stalled():  # sends nothing until the test ends
+        released.wait()
+        yield from ()
+
+    reflection = channel.stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+    )(stalled())
+    create = channel.stream_unary("/feedback.v1.FeedbackService/CreateFeedback").future(
+        stalled(), metadata=as_service()
+    )
+    try:
+        time.sleep(0.3)  # every call has reached the server
+        service.process.send_signal(signal.SIGTERM)
+        assert [m.status for m in watch] == [health_pb2.HealthCheckResponse.NOT_SERVING]
+        # Well before the 30 s grace period: nothing held the shutdown.
+        assert service.process.wait(10) == 0
+        with pytest.raises(grpc.RpcError) as ended:
+            next(reflection)
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert outcome(create) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        released.set()
+    service.terminate()
+    log = "".join(service.log)
+    assert "Traceback" not in log and " ERROR " not in log, log
 
 
 @pytest.mark.parametrize("enabled", [True, False])

@@ -1,11 +1,14 @@
-"""Metadata -> Principal, or UNAUTHENTICATED, before anything else runs."""
+"""Metadata -> Principal, or UNAUTHENTICATED, before anything else runs (the
+request message itself is read only afterwards, so a caller without
+credentials is turned away at once)."""
+
+from typing import Any
 
 import grpc
 
 from feedback_service.auth.credentials import Authenticator
 from feedback_service.auth.principal import current_principal
-from feedback_service.interceptors._wrap import Behavior, UnaryInterceptor
-from feedback_service.observability import current_call
+from feedback_service.interceptors.base import Behavior, MethodName, ServerInterceptor
 
 
 def certificate_identities(context: grpc.aio.ServicerContext) -> list[str]:
@@ -16,23 +19,17 @@ def certificate_identities(context: grpc.aio.ServicerContext) -> list[str]:
     return [value.decode("utf-8", "replace") for value in names]
 
 
-class AuthenticationInterceptor(UnaryInterceptor):
+class AuthenticationInterceptor(ServerInterceptor):
     def __init__(self, authenticator: Authenticator, *, client_certificates: bool = False) -> None:
-        super().__init__()
         self._authenticator = authenticator
         self._client_certificates = client_certificates  # only mutual TLS has them
 
-    def wrap(self, method: str, behavior: Behavior) -> Behavior:
-        async def run(request, context: grpc.aio.ServicerContext):
-            identities = certificate_identities(context) if self._client_certificates else ()
-            principal = self._authenticator.authenticate(context.invocation_metadata() or (), identities)
-            record = current_call.get()
-            if record is not None:
-                record.principal = principal
-            token = current_principal.set(principal)
-            try:
-                return await behavior(request, context)
-            finally:
-                current_principal.reset(token)
-
-        return run
+    async def intercept(
+        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: MethodName
+    ) -> Any:
+        identities = certificate_identities(context) if self._client_certificates else ()
+        principal = self._authenticator.authenticate(context.invocation_metadata() or (), identities)
+        # The only writer. Each call runs in its own task and context, so the
+        # value is never seen by another call and needs no reset.
+        current_principal.set(principal)
+        return await behavior(request, context)

@@ -1,6 +1,7 @@
-"""Maps the errors raised below it to gRPC statuses, in one place."""
+"""Turns the errors raised below it into gRPC statuses, in one place."""
 
 import logging
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -8,20 +9,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from feedback_service.domain import errors
-from feedback_service.interceptors._wrap import Behavior, UnaryInterceptor
+from feedback_service.interceptors.base import Behavior, MethodName, ServerInterceptor
 
 log = logging.getLogger(__name__)
-
-STATUS_CODES: dict[type[errors.ServiceError], grpc.StatusCode] = {
-    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
 
 
 def bad_request_status(error: errors.InvalidArgument) -> grpc.Status:
@@ -39,24 +29,22 @@ def bad_request_status(error: errors.InvalidArgument) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
-class ErrorStatusInterceptor(UnaryInterceptor):
-    def wrap(self, method: str, behavior: Behavior) -> Behavior:
-        return _with_statuses(behavior)
+class ErrorStatusInterceptor(ServerInterceptor):
+    """A ServiceError becomes the status its class names; anything else is a
+    bug: INTERNAL for the caller, and its traceback logged once, here."""
 
-
-def _with_statuses(behavior: Behavior) -> Behavior:
-    async def run(request, context: grpc.aio.ServicerContext):
+    async def intercept(
+        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: MethodName
+    ) -> Any:
         try:
             return await behavior(request, context)
         except errors.InvalidArgument as error:
             status = bad_request_status(error)
             await context.abort(status.code, status.details, status.trailing_metadata)
         except errors.ServiceError as error:
-            await context.abort(STATUS_CODES[type(error)], str(error))
+            await context.abort(grpc.StatusCode[error.code], str(error))
         except grpc.aio.AbortError:
             raise
         except Exception:
-            log.exception("unexpected error")
+            log.exception("unexpected error in %s", method.path)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-
-    return run

@@ -1,12 +1,14 @@
-"""Outermost: times and counts every RPC, writes its access-log line, and
-records its deadline so queued database work can be abandoned."""
+"""Outermost: times and counts every RPC of ours, writes its access-log line,
+and records its deadline so queued database work can be abandoned."""
 
 import time
+from typing import Any
 
 import grpc
 
 from feedback.v1 import feedback_pb2
-from feedback_service.interceptors._wrap import Behavior, UnaryInterceptor
+from feedback_service.auth.principal import current_principal
+from feedback_service.interceptors.base import Behavior, MethodName, ServerInterceptor
 from feedback_service.observability import (
     FEEDBACK_WRITTEN,
     IN_FLIGHT,
@@ -20,16 +22,10 @@ from feedback_service.observability import (
 RATING_LABELS = {1: "positive", -1: "negative"}
 
 
-class ObservabilityInterceptor(UnaryInterceptor):
-    def wrap(self, method: str, behavior: Behavior) -> Behavior:
-        return _observed(method, behavior)
-
-
-def _observed(method: str, behavior: Behavior) -> Behavior:
-    _, service, name = method.split("/")
-    latency = LATENCY.labels(service, name)
-
-    async def run(request, context: grpc.aio.ServicerContext):
+class ObservabilityInterceptor(ServerInterceptor):
+    async def intercept(
+        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: MethodName
+    ) -> Any:
         record = CallRecord()
         remaining = context.time_remaining()
         if remaining is not None:
@@ -41,7 +37,7 @@ def _observed(method: str, behavior: Behavior) -> Behavior:
             response = await behavior(request, context)
             code = grpc.StatusCode.OK
             if isinstance(response, feedback_pb2.Feedback):
-                FEEDBACK_WRITTEN.labels(name, RATING_LABELS.get(response.rating, "other")).inc()
+                FEEDBACK_WRITTEN.labels(method.name, RATING_LABELS.get(response.rating, "other")).inc()
             return response
         except grpc.aio.AbortError:
             code = context.code() or grpc.StatusCode.UNKNOWN
@@ -54,8 +50,6 @@ def _observed(method: str, behavior: Behavior) -> Behavior:
             raise
         finally:
             IN_FLIGHT.dec()
-            latency.observe(time.perf_counter() - record.started)
-            REQUESTS.labels(service, name, code.name).inc()
-            log_access(method, code.name, record, context.peer())
-
-    return run
+            LATENCY.labels(method.service, method.name).observe(time.perf_counter() - record.started)
+            REQUESTS.labels(method.service, method.name, code.name).inc()
+            log_access(method.path, code.name, record, current_principal.get(None), context.peer())

@@ -1,0 +1,100 @@
+"""The shape every interceptor here shares: one `intercept` method that runs
+around the next behaviour of a call (the next interceptor, or the servicer).
+
+Behaviours are coroutine functions `(request_or_iterator, context)`: a
+streaming response is written with `context.write`, so every interceptor can
+simply await the behaviour, whatever the method's arity.
+"""
+
+import abc
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
+
+import grpc
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+# Served to anyone: load balancers probe health, and grpcurl needs reflection
+# to discover the API. Every other method needs credentials and a declared rule.
+PUBLIC_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
+
+
+class MethodName(NamedTuple):
+    """'/feedback.v1.FeedbackService/CreateFeedback', in parts."""
+
+    path: str
+    service: str  # feedback.v1.FeedbackService
+    name: str  # CreateFeedback
+
+    @property
+    def public(self) -> bool:
+        return self.service in PUBLIC_SERVICES
+
+
+def parse_method_name(path: str) -> MethodName:
+    """The one parser of method paths; a path without two parts keeps ''."""
+    _, _, rest = path.partition("/")
+    service, _, name = rest.partition("/")
+    return MethodName(path, service, name)
+
+
+def handler_factory(handler: grpc.RpcMethodHandler) -> tuple[Callable[..., Any], Behavior]:
+    """The constructor of a handler like this one, and its behaviour."""
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler, handler.unary_unary
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler, handler.unary_stream
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler, handler.stream_unary
+    return grpc.stream_stream_rpc_method_handler, handler.stream_stream
+
+
+def awaitable_behavior(behavior: Callable[..., Any]) -> Behavior:
+    """The behaviour itself, or, for one that yields its responses, a
+    coroutine that writes them."""
+    if not inspect.isasyncgenfunction(behavior):
+        return behavior
+
+    async def written(request: Any, context: grpc.aio.ServicerContext) -> None:
+        async for response in behavior(request, context):
+            await context.write(response)
+
+    return written
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor, abc.ABC):
+    """Subclasses implement `intercept`. By default only the methods of our own
+    services are intercepted; public ones (health, reflection) pass through."""
+
+    def applies_to(self, method: MethodName, handler: grpc.RpcMethodHandler) -> bool:
+        return not method.public
+
+    @abc.abstractmethod
+    async def intercept(
+        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: MethodName
+    ) -> Any:
+        """Runs around `await behavior(request, context)` and returns its result."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        method = parse_method_name(handler_call_details.method)
+        if handler is None or not self.applies_to(method, handler):
+            return handler
+        factory, behavior = handler_factory(handler)
+        behavior = awaitable_behavior(behavior)
+
+        async def intercepted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await self.intercept(behavior, request, context, method)
+
+        return factory(
+            intercepted,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
