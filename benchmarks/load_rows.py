@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import workload as w
 
-from feedback_service.store.database import open_database, sqlite_url
+from feedback_service.config import sqlite_url
+from feedback_service.store.database import open_database
 from feedback_service.store.migrations import migrate
 from feedback_service.store.models import Feedback, Run, Thread
 from feedback_service.store.queries import FEEDBACK_COLUMNS

@@ -9,10 +9,12 @@ import sys
 import time
 from dataclasses import replace
 
-from feedback_service.auth.credentials import mint_token
+import jwt
+
 from feedback_service.config import Settings
 from feedback_service.observability import configure_logging
-from feedback_service.store.database import describe_url, open_database
+from feedback_service.store.database import open_database
+from feedback_service.store.dialects import describe_url
 from feedback_service.store.migrations import migrate
 
 log = logging.getLogger("feedback_service")
@@ -111,6 +113,24 @@ def run_token(settings: Settings, args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def mint_token(
+    secret: str,
+    user_id: str,
+    *,
+    ttl_s: int = 3600,
+    scope: str | None = None,
+    issuer: str | None = None,
+    audience: str | None = None,
+) -> str:
+    """An HS256 token for a user, for trying the service by hand."""
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": user_id, "iat": now, "exp": now + ttl_s}
+    for name, value in (("scope", scope), ("iss", issuer), ("aud", audience)):
+        if value is not None:
+            claims[name] = value
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 def parser() -> argparse.ArgumentParser:

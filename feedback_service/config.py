@@ -8,13 +8,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from feedback_service.auth.credentials import parse_named_values
-from feedback_service.store.database import sqlite_url
-
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 JWT_SECRET_FILE = "jwt_secret"  # noqa: S105 - a file name
+
+
+def parse_named_values(spec: str) -> dict[str, str]:
+    """`name=value,name2=value2` -> {name: value} (values may contain '=')."""
+    pairs: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in spec.split(","))):
+        name, sep, value = entry.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ValueError(f"expected name=value entries separated by commas, got {name.strip()!r}")
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path.resolve()}"
 
 
 def _flag(value: str) -> bool:

@@ -7,12 +7,8 @@ import logging
 import os
 import sys
 import time
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
-
-from feedback_service.auth.principal import Principal
 
 REQUESTS = Counter(
     "feedback_rpc_requests_total",
@@ -26,30 +22,6 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 IN_FLIGHT = Gauge("feedback_rpc_in_flight", "RPCs being handled now")
-DB_IN_USE = Gauge(
-    "feedback_db_connections_in_use", "Database threads (one connection each) running a query now"
-)
-DB_POOL_SIZE = Gauge("feedback_db_connections_max", "Database threads (connections) this process may use")
-FEEDBACK_WRITTEN = Counter(
-    "feedback_written_total", "Feedback created or upserted, by RPC and rating", ["method", "rating"]
-)
-
-
-@dataclass(slots=True)
-class CallRecord:
-    """What one RPC learns about itself as it passes the interceptors."""
-
-    started: float = field(default_factory=time.perf_counter)
-    # time.monotonic() by which the call must be done; None for no deadline.
-    deadline: float | None = None
-
-
-current_call: ContextVar[CallRecord | None] = ContextVar("current_call", default=None)
-
-
-def call_deadline() -> float | None:
-    record = current_call.get()
-    return record.deadline if record else None
 
 
 class JsonFormatter(logging.Formatter):
@@ -159,7 +131,9 @@ def configure_logging(level: str, log_format: str) -> None:
     access_log.configure(json_lines=log_format == "json")
 
 
-def log_access(method: str, code: str, record: CallRecord, principal: Principal | None, peer: str) -> None:
+def log_access(
+    method: str, code: str, duration_s: float, principal_kind: str | None, principal_id: str | None, peer: str
+) -> None:
     """The access line: who called what, how it ended, how long it took.
     Never a token, and never the text of a comment."""
     if not access_log.enabled:
@@ -168,9 +142,9 @@ def log_access(method: str, code: str, record: CallRecord, principal: Principal 
         {
             "method": method,
             "code": code,
-            "duration_ms": round((time.perf_counter() - record.started) * 1000, 3),
-            "principal_kind": principal.kind.value if principal else None,
-            "principal_id": principal.id if principal else None,
+            "duration_ms": round(duration_s * 1000, 3),
+            "principal_kind": principal_kind,
+            "principal_id": principal_id,
             "peer": peer,
         }
     )

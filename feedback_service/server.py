@@ -107,7 +107,7 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials:
     )
 
 
-def interceptors(settings: Settings, store: Store, waits: CallerWaits) -> list[grpc.aio.ServerInterceptor]:
+def interceptors(settings: Settings, waits: CallerWaits) -> list[grpc.aio.ServerInterceptor]:
     """Outermost first. Credentials are checked before the request message is
     read, so a caller without them is turned away before it can stall."""
     return [
@@ -118,7 +118,7 @@ def interceptors(settings: Settings, store: Store, waits: CallerWaits) -> list[g
         ),
         RequestInterceptor(settings.request_timeout_s, waits),
         ConcurrencyLimitInterceptor(settings.max_concurrent_rpcs),
-        AuthorizationInterceptor(declared_rules(SERVICES), store),
+        AuthorizationInterceptor(declared_rules(SERVICES)),
         PublicStreamLimitInterceptor(
             settings.max_public_streams, settings.max_public_streams_per_connection, waits
         ),
@@ -130,7 +130,7 @@ def build_server(settings: Settings, store: Store, *, reuse_port: bool = False) 
     # checks and stalled callers included (see interceptors/limits.py).
     waits = CallerWaits()
     server = grpc.aio.server(
-        interceptors=interceptors(settings, store, waits), options=server_options(settings, reuse_port)
+        interceptors=interceptors(settings, waits), options=server_options(settings, reuse_port)
     )
     feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(FeedbackServicer(FeedbackRules(store)), server)
     thread_registry_pb2_grpc.add_ThreadRegistryServicer_to_server(

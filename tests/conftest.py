@@ -11,7 +11,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from feedback.v1 import thread_registry_pb2 as registry_pb2
-from feedback_service.store.database import open_database, sqlite_url
+from feedback_service.config import sqlite_url
+from feedback_service.store.database import open_database
 from feedback_service.store.migrations import migrate
 from feedback_service.store.models import Feedback, Run, Thread
 from tests.harness import BACKEND_URLS, Client, as_service, reset_database, running_server, server_settings

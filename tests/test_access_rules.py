@@ -15,13 +15,14 @@ from feedback.v1 import thread_registry_pb2 as registry_pb2
 from feedback_service.auth.access import AccessRule, declared_rules
 from feedback_service.auth.credentials import Authenticator, JwtVerifier, ServiceTokens
 from feedback_service.auth.keys import KeySet
+from feedback_service.config import sqlite_url
 from feedback_service.domain.feedback import FeedbackRules
 from feedback_service.interceptors.authentication import AuthenticationInterceptor
 from feedback_service.interceptors.authorization import AuthorizationInterceptor
 from feedback_service.interceptors.errors import ErrorStatusInterceptor
 from feedback_service.server import SERVICES
 from feedback_service.servicers.feedback import FeedbackServicer
-from feedback_service.store.database import Store, open_database, sqlite_url
+from feedback_service.store.database import Store, open_database
 from feedback_service.store.migrations import migrate
 from tests.conftest import register
 from tests.harness import JWT_SECRET, SERVICE_NAME, SERVICE_TOKEN, as_service, as_service_for, as_user, bearer
@@ -220,7 +221,7 @@ def test_the_server_refuses_an_rpc_whose_rule_is_missing(tmp_path):
             interceptors=[
                 ErrorStatusInterceptor(),
                 AuthenticationInterceptor(authenticator),
-                AuthorizationInterceptor(rules, store),
+                AuthorizationInterceptor(rules),
             ]
         )
         feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(

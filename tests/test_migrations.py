@@ -1,35 +1,37 @@
-"""Schema versions move an existing database forward without losing rows."""
+"""Schema versions move an existing database forward without losing rows, and
+end at the schema models.py describes."""
 
 from feedback.v1 import feedback_pb2 as pb
 from feedback_service.store.database import open_database
-from feedback_service.store.migrations import SCHEMA_VERSION, STATS_INDEX, current_version, migrate
-from feedback_service.store.models import Feedback, Run, Thread
-from feedback_service.store.queries import now_us
+from feedback_service.store.migrations import SCHEMA_VERSION, current_version, migrate
+from feedback_service.store.models import MODELS, STATS_INDEX
 from tests.harness import as_service, reset_database, running_server, server_settings
+
+NOW = 1_700_000_000_000_000
+
+
+def insert(db, table_and_columns: str, values: tuple) -> None:
+    marks = ", ".join([db.param] * len(values))
+    db.execute_sql(f"INSERT INTO {table_and_columns} VALUES ({marks})", values)  # noqa: S608 - our literals
 
 
 def fill_version_1(url: str) -> list[str]:
-    """A database as version 1 of the schema left it, with feedback in it."""
+    """A database made by the schema's version 1 step, with feedback in it,
+    written as plain SQL so that nothing of today's models is involved."""
     reset_database(url)
     db = open_database(url)
     assert migrate(db, target=1) == 1
-    now = now_us()
     with db.connection_context(), db.atomic():
-        Thread.create(thread_id="t1", owner_user_id="alice", created_at=now)
-        Run.create(run_id="r1", thread="t1", created_at=now)
+        insert(db, "thread (thread_id, owner_user_id, created_at)", ("t1", "alice", NOW))
+        insert(db, "run (run_id, thread_id, created_at)", ("r1", "t1", NOW))
         ids = []
         for i, rating in enumerate((1, -1, 1)):
             ids.append(f"f{i}")
-            Feedback.create(
-                feedback_id=f"f{i}",
-                thread_id="t1",
-                run="r1",
-                user_id=f"u{i}",
-                message_id="",
-                rating=rating,
-                comment=f"comment {i}",
-                created_at=now + i,
-                updated_at=now + i,
+            insert(
+                db,
+                "feedback (feedback_id, thread_id, run_id, user_id, message_id, rating, comment,"
+                " created_at, updated_at)",
+                (f"f{i}", "t1", "r1", f"u{i}", "", rating, f"comment {i}", NOW + i, NOW + i),
             )
     db.close()
     return ids
@@ -57,3 +59,19 @@ def test_migrating_a_version_1_database_keeps_every_row(database_url, tmp_path):
             pb.GetFeedbackStatsRequest(thread_id="t1", run_id="r1"), metadata=as_service()
         )
         assert (stats.total, stats.positive, stats.negative) == (3, 2, 1)
+
+
+def test_a_migrated_database_has_the_schema_the_models_describe(database_url):
+    reset_database(database_url)
+    db = open_database(database_url)
+    migrate(db)
+    with db.connection_context():
+        for model in MODELS:
+            table = model._meta.table_name
+            columns = {column.name for column in db.get_columns(table)}
+            assert columns == {field.column_name for field in model._meta.sorted_fields}, table
+            indexed = {tuple(index.columns) for index in db.get_indexes(table)}
+            for index in model._meta.fields_to_index():
+                wanted = tuple(getattr(f, "column_name", f) for f in index._expressions)
+                assert wanted in indexed, (table, wanted)
+    db.close()

@@ -1,20 +1,30 @@
 """Access rules, as declared on each RPC by the `(feedback.v1.access)` option,
-and the checks that enforce them. No gRPC here: the interceptor feeds it."""
+and what they grant a principal. No gRPC here: the interceptor feeds it."""
 
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from google.protobuf.descriptor import ServiceDescriptor
 
 from feedback.v1 import access_pb2
 from feedback_service.auth.principal import Principal, PrincipalKind
-from feedback_service.domain.errors import FailedPrecondition, NotFound, PermissionDenied
+from feedback_service.domain.access import Access, ThreadCheck
+from feedback_service.domain.errors import FailedPrecondition, PermissionDenied
 
 PERMISSION_NAMES = {
     access_pb2.PERMISSION_THREADS_READ: "threads:read",
     access_pb2.PERMISSION_THREADS_WRITE: "threads:write",
     access_pb2.PERMISSION_THREADS_DELETE: "threads:delete",
 }
+THREAD_CHECKS = {
+    access_pb2.THREAD_ACCESS_NONE: ThreadCheck.NONE,
+    access_pb2.THREAD_ACCESS_READ: ThreadCheck.READ,
+    access_pb2.THREAD_ACCESS_WRITE: ThreadCheck.WRITE,
+}
+
+# Set by the authorization interceptor (its only writer) for the RPC being served.
+current_access: ContextVar[Access] = ContextVar("current_access")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,10 +32,6 @@ class AccessRule:
     permission: int
     thread_access: int
     caller: int
-
-    @property
-    def checks_thread(self) -> bool:
-        return self.thread_access != access_pb2.THREAD_ACCESS_NONE
 
 
 def method_path(service: ServiceDescriptor, method_name: str) -> str:
@@ -47,8 +53,11 @@ def declared_rules(services: Iterable[ServiceDescriptor]) -> dict[str, AccessRul
     return rules
 
 
-def check_caller(rule: AccessRule, principal: Principal) -> None:
-    """Caller kind and permission: PERMISSION_DENIED or FAILED_PRECONDITION."""
+def grant(rule: AccessRule, principal: Principal) -> Access:
+    """What the rule lets the principal do: PERMISSION_DENIED or
+    FAILED_PRECONDITION for the wrong kind of caller or a missing permission,
+    else the Access the domain applies to the thread. A service acting as
+    itself is trusted with every thread and is not checked."""
     is_service = principal.kind is PrincipalKind.SERVICE
     if rule.caller == access_pb2.CALLER_SERVICE and not is_service:
         raise PermissionDenied("only internal services acting as themselves may call this")
@@ -56,16 +65,5 @@ def check_caller(rule: AccessRule, principal: Principal) -> None:
         raise FailedPrecondition("this call acts for a user: a service must name one with x-on-behalf-of")
     if rule.permission not in principal.permissions:
         raise PermissionDenied(f"missing permission {PERMISSION_NAMES[rule.permission]}")
-
-
-def check_thread(rule: AccessRule, principal: Principal, thread_id: str, owner: str | None) -> None:
-    """Ownership: NOT_FOUND unless the caller may see (and, for writes, use) the thread.
-
-    A service acting as itself is trusted with every thread and is not checked.
-    """
-    if owner is None:  # not registered
-        if rule.thread_access == access_pb2.THREAD_ACCESS_READ:
-            return  # reads on a thread that is not registered see nothing
-        raise NotFound(f"thread {thread_id} not found")
-    if owner not in ("", principal.user_id):
-        raise NotFound(f"thread {thread_id} not found")
+    thread_check = ThreadCheck.NONE if is_service else THREAD_CHECKS[rule.thread_access]
+    return Access(principal.user_id, thread_check)

@@ -129,17 +129,6 @@ class JwtVerifier:
             raise Unauthenticated(f"invalid token ({exc.__class__.__name__})") from None
 
 
-def parse_named_values(spec: str) -> dict[str, str]:
-    """`name=value,name2=value2` -> {name: value} (values may contain '=')."""
-    pairs: dict[str, str] = {}
-    for entry in filter(None, (part.strip() for part in spec.split(","))):
-        name, sep, value = entry.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise ValueError(f"expected name=value entries separated by commas, got {name.strip()!r}")
-        pairs[name.strip()] = value.strip()
-    return pairs
-
-
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -219,21 +208,3 @@ def _bearer_token(header: str) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("authorization must be 'Bearer <JWT>'")
     return token.strip()
-
-
-def mint_token(
-    secret: str,
-    user_id: str,
-    *,
-    ttl_s: int = 3600,
-    scope: str | None = None,
-    issuer: str | None = None,
-    audience: str | None = None,
-) -> str:
-    """An HS256 token for a user, for trying the service by hand."""
-    now = int(time.time())
-    claims: dict[str, object] = {"sub": user_id, "iat": now, "exp": now + ttl_s}
-    for name, value in (("scope", scope), ("iss", issuer), ("aud", audience)):
-        if value is not None:
-            claims[name] = value
-    return jwt.encode(claims, secret, algorithm="HS256")

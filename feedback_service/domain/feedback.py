@@ -1,18 +1,27 @@
-"""The feedback operations: validate, then run one unit of work in the store.
+"""The feedback operations: validate the request once, apply the thread rule
+the caller's Access names, then run one unit of work in the store.
 
-Callers pass an authenticated Principal whose access rule has already been
-checked; these functions add the rules that depend on the data.
+`deadline` is the caller's, as a time.monotonic() value (None: no deadline);
+work still queued when it passes is dropped.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from feedback_service.auth.principal import Principal
+from prometheus_client import Counter
+
+from feedback_service.domain.access import Access
 from feedback_service.domain.errors import NotFound
 from feedback_service.domain.pagination import decode_page_token, encode_page_token
+from feedback_service.domain.records import FeedbackDraft, FeedbackRow, RunStats
 from feedback_service.domain.validation import Checker
 from feedback_service.store import queries
 from feedback_service.store.database import Store
-from feedback_service.store.queries import FeedbackDraft, FeedbackRow, RunStats
+
+FEEDBACK_WRITTEN = Counter(
+    "feedback_written_total", "Feedback created or upserted, by RPC and rating", ["method", "rating"]
+)
+RATING_LABELS = {1: "positive", -1: "negative"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,93 +30,173 @@ class Page:
     next_page_token: str
 
 
-def _acting_user(actor: Principal) -> str:
-    # The access rule (caller: CALLER_USER) guarantees a user on writes.
-    assert actor.user_id is not None
-    return actor.user_id
-
-
 class FeedbackRules:
     def __init__(self, store: Store) -> None:
         self._store = store
 
     async def create(
-        self, actor: Principal, thread_id: str, run_id: str, rating: int, comment: str, message_id: str
+        self,
+        access: Access,
+        *,
+        thread_id: str,
+        run_id: str,
+        rating: int,
+        comment: str,
+        message_id: str,
+        deadline: float | None,
     ) -> FeedbackRow:
-        draft = _draft(actor, thread_id, run_id, rating, comment, message_id)
-        return await self._store.write(queries.create_feedback, draft)
+        """New feedback; ALREADY_EXISTS if the caller already rated that run (or message)."""
+        draft = _draft(access, thread_id, run_id, rating, comment, message_id)
+        return await self._write(access, draft, queries.create_feedback, "CreateFeedback", deadline)
 
     async def upsert(
-        self, actor: Principal, thread_id: str, run_id: str, rating: int, comment: str, message_id: str
+        self,
+        access: Access,
+        *,
+        thread_id: str,
+        run_id: str,
+        rating: int,
+        comment: str,
+        message_id: str,
+        deadline: float | None,
     ) -> FeedbackRow:
-        draft = _draft(actor, thread_id, run_id, rating, comment, message_id)
-        return await self._store.write(queries.upsert_feedback, draft)
+        """Creates or replaces the caller's feedback on that run (or message)."""
+        draft = _draft(access, thread_id, run_id, rating, comment, message_id)
+        return await self._write(access, draft, queries.upsert_feedback, "UpsertFeedback", deadline)
+
+    async def _write(
+        self,
+        access: Access,
+        draft: FeedbackDraft,
+        query: Callable[[FeedbackDraft], FeedbackRow],
+        method: str,
+        deadline: float | None,
+    ) -> FeedbackRow:
+        await self._check_thread(access, draft.thread_id, deadline)
+        row = await self._store.write(query, draft, deadline=deadline)
+        FEEDBACK_WRITTEN.labels(method, RATING_LABELS[row.rating]).inc()
+        return row
 
     async def list_run(
-        self, actor: Principal, thread_id: str, run_id: str, page_size: int, page_token: str
+        self,
+        access: Access,
+        *,
+        thread_id: str,
+        run_id: str,
+        page_size: int,
+        page_token: str,
+        deadline: float | None,
     ) -> Page:
+        """One page of feedback on a run, oldest first."""
         check = Checker()
         check.id("thread_id", thread_id)
         check.id("run_id", run_id)
         size = check.page_size(page_size)
         check.done()
-        return await self._page(actor, thread_id, run_id, size, page_token)
+        return await self._page(access, thread_id, run_id, size, page_token, deadline)
 
-    async def list_thread(self, actor: Principal, thread_id: str, page_size: int, page_token: str) -> Page:
+    async def list_thread(
+        self, access: Access, *, thread_id: str, page_size: int, page_token: str, deadline: float | None
+    ) -> Page:
+        """One page of feedback on every run of a thread, oldest first."""
         check = Checker()
         check.id("thread_id", thread_id)
         size = check.page_size(page_size)
         check.done()
-        return await self._page(actor, thread_id, None, size, page_token)
+        return await self._page(access, thread_id, None, size, page_token, deadline)
 
     async def _page(
-        self, actor: Principal, thread_id: str, run_id: str | None, size: int, token: str
+        self,
+        access: Access,
+        thread_id: str,
+        run_id: str | None,
+        size: int,
+        token: str,
+        deadline: float | None,
     ) -> Page:
         # A user sees only their own feedback; a service acting as itself sees all.
-        viewer = actor.user_id
+        viewer = access.user_id
         # Newlines cannot occur in ids, so distinct queries never share a scope.
         scope = "\n".join((thread_id, run_id or "", viewer or ""))
         after_id = decode_page_token(scope, token)
-        rows = await self._store.read(queries.feedback_page, thread_id, run_id, viewer, after_id, size + 1)
+        await self._check_thread(access, thread_id, deadline)
+        rows = await self._store.read(
+            queries.feedback_page, thread_id, run_id, viewer, after_id, size + 1, deadline=deadline
+        )
         if len(rows) <= size:
             return Page(rows, "")
         rows = rows[:size]
         return Page(rows, encode_page_token(scope, rows[-1].id))
 
-    async def stats(self, thread_id: str, run_ids: list[str], *, batch: bool) -> list[RunStats]:
+    async def stats_for_run(
+        self, access: Access, *, thread_id: str, run_id: str, deadline: float | None
+    ) -> RunStats:
+        """Every user's feedback on one run, counted."""
         check = Checker()
         check.id("thread_id", thread_id)
-        if batch:
-            check.run_ids(run_ids)
-        else:
-            check.id("run_id", run_ids[0])
+        check.id("run_id", run_id)
         check.done()
-        counted = await self._store.read(queries.stats_for_runs, thread_id, run_ids)
+        (stats,) = await self._stats(access, thread_id, [run_id], deadline)
+        return stats
+
+    async def stats_for_runs(
+        self, access: Access, *, thread_id: str, run_ids: list[str], deadline: float | None
+    ) -> list[RunStats]:
+        """Every user's feedback on each of up to 100 runs, in request order."""
+        check = Checker()
+        check.id("thread_id", thread_id)
+        check.run_ids(run_ids)
+        check.done()
+        return await self._stats(access, thread_id, run_ids, deadline)
+
+    async def _stats(
+        self, access: Access, thread_id: str, run_ids: list[str], deadline: float | None
+    ) -> list[RunStats]:
+        await self._check_thread(access, thread_id, deadline)
+        counted = await self._store.read(queries.stats_for_runs, thread_id, run_ids, deadline=deadline)
         return [counted[run_id] for run_id in run_ids]
 
-    async def delete(self, actor: Principal, thread_id: str, run_id: str, feedback_id: str) -> None:
+    async def delete(
+        self, access: Access, *, thread_id: str, run_id: str, feedback_id: str, deadline: float | None
+    ) -> None:
+        """Deletes one of the caller's feedback; NOT_FOUND unless it is theirs, there."""
         check = Checker()
         check.id("thread_id", thread_id)
         check.id("run_id", run_id)
         check.id("feedback_id", feedback_id)
         check.done()
-        user = _acting_user(actor)
-        deleted = await self._store.write(queries.delete_feedback, thread_id, run_id, feedback_id, user)
+        user = access.acting_user()
+        await self._check_thread(access, thread_id, deadline)
+        deleted = await self._store.write(
+            queries.delete_feedback, thread_id, run_id, feedback_id, user, deadline=deadline
+        )
         if not deleted:
             raise NotFound(f"feedback {feedback_id} not found in run {run_id}")
 
-    async def delete_run(self, actor: Principal, thread_id: str, run_id: str) -> None:
+    async def delete_run(
+        self, access: Access, *, thread_id: str, run_id: str, deadline: float | None
+    ) -> None:
+        """Deletes all of the caller's feedback on a run; NOT_FOUND if there was none."""
         check = Checker()
         check.id("thread_id", thread_id)
         check.id("run_id", run_id)
         check.done()
-        deleted = await self._store.write(queries.delete_run_feedback, thread_id, run_id, _acting_user(actor))
+        user = access.acting_user()
+        await self._check_thread(access, thread_id, deadline)
+        deleted = await self._store.write(
+            queries.delete_run_feedback, thread_id, run_id, user, deadline=deadline
+        )
         if not deleted:
             raise NotFound(f"no feedback of yours found on run {run_id}")
 
+    async def _check_thread(self, access: Access, thread_id: str, deadline: float | None) -> None:
+        if access.checks_thread:
+            owner = await self._store.read(queries.thread_owner, thread_id, deadline=deadline)
+            access.check_thread(thread_id, owner)
+
 
 def _draft(
-    actor: Principal, thread_id: str, run_id: str, rating: int, comment: str, message_id: str
+    access: Access, thread_id: str, run_id: str, rating: int, comment: str, message_id: str
 ) -> FeedbackDraft:
     check = Checker()
     check.id("thread_id", thread_id)
@@ -116,4 +205,4 @@ def _draft(
     check.comment(comment)
     check.id("message_id", message_id, required=False)
     check.done()
-    return FeedbackDraft(thread_id, run_id, _acting_user(actor), message_id, rating, comment)
+    return FeedbackDraft(thread_id, run_id, access.acting_user(), message_id, rating, comment)

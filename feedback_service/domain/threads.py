@@ -1,31 +1,38 @@
-"""Registering threads and runs, as told by the agent platform."""
+"""Registering threads and runs, as told by the agent platform (a service
+acting as itself: the access rule lets nobody else call these)."""
 
+from feedback_service.domain.records import RunRecord, ThreadRecord
 from feedback_service.domain.validation import Checker
 from feedback_service.store import queries
 from feedback_service.store.database import Store
-from feedback_service.store.models import Run, Thread
 
 
 class ThreadRules:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def register_thread(self, thread_id: str, owner_user_id: str) -> Thread:
+    async def register_thread(
+        self, *, thread_id: str, owner_user_id: str, deadline: float | None
+    ) -> ThreadRecord:
+        """Idempotent; FAILED_PRECONDITION if the thread has another owner."""
         check = Checker()
         check.id("thread_id", thread_id)
         check.id("owner_user_id", owner_user_id, required=False)
         check.done()
-        return await self._store.write(queries.register_thread, thread_id, owner_user_id)
+        return await self._store.write(queries.register_thread, thread_id, owner_user_id, deadline=deadline)
 
-    async def register_run(self, thread_id: str, run_id: str) -> Run:
+    async def register_run(self, *, thread_id: str, run_id: str, deadline: float | None) -> RunRecord:
+        """Idempotent; NOT_FOUND for an unregistered thread, FAILED_PRECONDITION
+        if the run belongs to another thread."""
         check = Checker()
         check.id("thread_id", thread_id)
         check.id("run_id", run_id)
         check.done()
-        return await self._store.write(queries.register_run, thread_id, run_id)
+        return await self._store.write(queries.register_run, thread_id, run_id, deadline=deadline)
 
-    async def delete_thread(self, thread_id: str) -> tuple[int, int]:
+    async def delete_thread(self, *, thread_id: str, deadline: float | None) -> tuple[int, int]:
+        """Deletes a thread with its runs and feedback; returns (runs, feedback) deleted."""
         check = Checker()
         check.id("thread_id", thread_id)
         check.done()
-        return await self._store.write(queries.delete_thread, thread_id)
+        return await self._store.write(queries.delete_thread, thread_id, deadline=deadline)

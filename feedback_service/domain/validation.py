@@ -3,10 +3,10 @@
 import re
 
 from feedback_service.domain.errors import FieldViolation, InvalidArgument
+from feedback_service.domain.records import ID_MAX_LENGTH
 
-ID_MAX_LENGTH = 128
-ID_PATTERN = re.compile(r"[A-Za-z0-9._:@|-]{1,128}")
-ID_RULE = "1 to 128 characters from A-Z a-z 0-9 . _ : @ | -"
+ID_PATTERN = re.compile(rf"[A-Za-z0-9._:@|-]{{1,{ID_MAX_LENGTH}}}")
+ID_RULE = f"1 to {ID_MAX_LENGTH} characters from A-Z a-z 0-9 . _ : @ | -"
 COMMENT_MAX_LENGTH = 4096
 RATINGS = (1, -1)
 MAX_BATCH_RUNS = 100

@@ -31,7 +31,11 @@ def bad_request_status(error: errors.InvalidArgument) -> grpc.Status:
 
 class ErrorStatusInterceptor(ServerInterceptor):
     """A ServiceError becomes the status its class names; anything else is a
-    bug: INTERNAL for the caller, and its traceback logged once, here."""
+    bug: INTERNAL for the caller, and its traceback logged once, here. It
+    covers public methods too, whose requests are read below it."""
+
+    def applies_to(self, method: MethodName, handler: grpc.RpcMethodHandler) -> bool:
+        return True
 
     async def intercept(
         self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: MethodName

@@ -1,5 +1,6 @@
-"""Receives the request message of our methods with a time limit and decodes
-it here, where a failure can be answered properly.
+"""Receives the request message of every unary-request method (ours, and the
+public health checks) with a time limit and decodes it here, where a failure
+can be answered properly.
 
 gRPC would otherwise hold a call that sent its headers but never its message
 for as long as the caller likes, and answer undecodable bytes with UNKNOWN.
@@ -15,7 +16,6 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from feedback_service.domain.errors import DeadlineExceeded, InvalidArgument
-from feedback_service.interceptors.base import parse_method_name
 from feedback_service.interceptors.draining import CallerWaits
 
 # Stream handler constructors for the unary-request kinds they replace.
@@ -33,8 +33,6 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_streaming:
-            return handler
-        if parse_method_name(handler_call_details.method).public:
             return handler
         kind = "unary_unary" if handler.unary_unary else "unary_stream"
         behavior, decode = getattr(handler, kind), handler.request_deserializer

@@ -1,10 +1,18 @@
-"""Store rows -> protobuf messages."""
+"""Domain records -> protobuf messages, and the call's deadline."""
 
+import time
+
+import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from feedback.v1 import feedback_pb2, thread_registry_pb2
-from feedback_service.store.models import Run, Thread
-from feedback_service.store.queries import FeedbackRow, RunStats
+from feedback_service.domain.records import FeedbackRow, RunRecord, RunStats, ThreadRecord
+
+
+def deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """The caller's deadline as a time.monotonic() value; None without one."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
 
 
 def timestamp(micros: int) -> Timestamp:
@@ -50,13 +58,15 @@ def stats_message(stats: RunStats) -> feedback_pb2.FeedbackStats:
     )
 
 
-def thread_message(row: Thread) -> thread_registry_pb2.Thread:
+def thread_message(record: ThreadRecord) -> thread_registry_pb2.Thread:
     return thread_registry_pb2.Thread(
-        thread_id=row.thread_id, owner_user_id=row.owner_user_id, created_at=timestamp(row.created_at)
+        thread_id=record.thread_id,
+        owner_user_id=record.owner_user_id,
+        created_at=timestamp(record.created_at),
     )
 
 
-def run_message(row: Run) -> thread_registry_pb2.Run:
+def run_message(record: RunRecord) -> thread_registry_pb2.Run:
     return thread_registry_pb2.Run(
-        run_id=row.run_id, thread_id=row.thread_id, created_at=timestamp(row.created_at)
+        run_id=record.run_id, thread_id=record.thread_id, created_at=timestamp(record.created_at)
     )

@@ -1,69 +1,114 @@
-"""feedback.v1.FeedbackService. Access was checked by the interceptors."""
+"""feedback.v1.FeedbackService. The interceptors have authenticated the caller
+and checked the RPC's declared rule; each method reads what the rule granted
+(`current_access`), calls one domain operation and returns a message."""
 
-from feedback.v1 import feedback_pb2, feedback_pb2_grpc
-from feedback_service.auth.principal import current_principal
+import grpc
+
+from feedback.v1 import feedback_pb2 as pb
+from feedback.v1 import feedback_pb2_grpc
+from feedback_service.auth.access import current_access
 from feedback_service.domain.feedback import FeedbackRules
-from feedback_service.servicers.convert import feedback_message, feedback_page, stats_message
+from feedback_service.servicers.convert import deadline, feedback_message, feedback_page, stats_message
+
+Context = grpc.aio.ServicerContext
 
 
 class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
     def __init__(self, rules: FeedbackRules) -> None:
         self._rules = rules
 
-    async def CreateFeedback(self, request, context) -> feedback_pb2.Feedback:
+    async def CreateFeedback(self, request: pb.CreateFeedbackRequest, context: Context) -> pb.Feedback:
         row = await self._rules.create(
-            current_principal.get(),
-            request.thread_id,
-            request.run_id,
-            request.rating,
-            request.comment,
-            request.message_id,
+            current_access.get(),
+            thread_id=request.thread_id,
+            run_id=request.run_id,
+            rating=request.rating,
+            comment=request.comment,
+            message_id=request.message_id,
+            deadline=deadline(context),
         )
         return feedback_message(row)
 
-    async def UpsertFeedback(self, request, context) -> feedback_pb2.Feedback:
+    async def UpsertFeedback(self, request: pb.UpsertFeedbackRequest, context: Context) -> pb.Feedback:
         row = await self._rules.upsert(
-            current_principal.get(),
-            request.thread_id,
-            request.run_id,
-            request.rating,
-            request.comment,
-            request.message_id,
+            current_access.get(),
+            thread_id=request.thread_id,
+            run_id=request.run_id,
+            rating=request.rating,
+            comment=request.comment,
+            message_id=request.message_id,
+            deadline=deadline(context),
         )
         return feedback_message(row)
 
-    async def ListFeedback(self, request, context) -> feedback_pb2.ListFeedbackResponse:
+    async def ListFeedback(
+        self, request: pb.ListFeedbackRequest, context: Context
+    ) -> pb.ListFeedbackResponse:
         page = await self._rules.list_run(
-            current_principal.get(),
-            request.thread_id,
-            request.run_id,
-            request.page_size,
-            request.page_token,
+            current_access.get(),
+            thread_id=request.thread_id,
+            run_id=request.run_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            deadline=deadline(context),
         )
-        response = feedback_pb2.ListFeedbackResponse(next_page_token=page.next_page_token)
-        return feedback_page(response, page.feedback)
+        return feedback_page(pb.ListFeedbackResponse(next_page_token=page.next_page_token), page.feedback)
 
-    async def ListThreadFeedback(self, request, context) -> feedback_pb2.ListThreadFeedbackResponse:
+    async def ListThreadFeedback(
+        self, request: pb.ListThreadFeedbackRequest, context: Context
+    ) -> pb.ListThreadFeedbackResponse:
         page = await self._rules.list_thread(
-            current_principal.get(), request.thread_id, request.page_size, request.page_token
+            current_access.get(),
+            thread_id=request.thread_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            deadline=deadline(context),
         )
-        response = feedback_pb2.ListThreadFeedbackResponse(next_page_token=page.next_page_token)
-        return feedback_page(response, page.feedback)
+        return feedback_page(
+            pb.ListThreadFeedbackResponse(next_page_token=page.next_page_token), page.feedback
+        )
 
-    async def GetFeedbackStats(self, request, context) -> feedback_pb2.FeedbackStats:
-        (stats,) = await self._rules.stats(request.thread_id, [request.run_id], batch=False)
+    async def GetFeedbackStats(
+        self, request: pb.GetFeedbackStatsRequest, context: Context
+    ) -> pb.FeedbackStats:
+        stats = await self._rules.stats_for_run(
+            current_access.get(),
+            thread_id=request.thread_id,
+            run_id=request.run_id,
+            deadline=deadline(context),
+        )
         return stats_message(stats)
 
-    async def BatchGetFeedbackStats(self, request, context) -> feedback_pb2.BatchGetFeedbackStatsResponse:
-        stats = await self._rules.stats(request.thread_id, list(request.run_ids), batch=True)
-        return feedback_pb2.BatchGetFeedbackStatsResponse(stats=[stats_message(s) for s in stats])
-
-    async def DeleteFeedback(self, request, context) -> feedback_pb2.DeleteFeedbackResponse:
-        await self._rules.delete(
-            current_principal.get(), request.thread_id, request.run_id, request.feedback_id
+    async def BatchGetFeedbackStats(
+        self, request: pb.BatchGetFeedbackStatsRequest, context: Context
+    ) -> pb.BatchGetFeedbackStatsResponse:
+        stats = await self._rules.stats_for_runs(
+            current_access.get(),
+            thread_id=request.thread_id,
+            run_ids=list(request.run_ids),
+            deadline=deadline(context),
         )
-        return feedback_pb2.DeleteFeedbackResponse(success=True)
+        return pb.BatchGetFeedbackStatsResponse(stats=[stats_message(s) for s in stats])
 
-    async def DeleteRunFeedback(self, request, context) -> feedback_pb2.DeleteFeedbackResponse:
-        await self._rules.delete_run(current_principal.get(), request.thread_id, request.run_id)
-        return feedback_pb2.DeleteFeedbackResponse(success=True)
+    async def DeleteFeedback(
+        self, request: pb.DeleteFeedbackRequest, context: Context
+    ) -> pb.DeleteFeedbackResponse:
+        await self._rules.delete(
+            current_access.get(),
+            thread_id=request.thread_id,
+            run_id=request.run_id,
+            feedback_id=request.feedback_id,
+            deadline=deadline(context),
+        )
+        return pb.DeleteFeedbackResponse(success=True)
+
+    async def DeleteRunFeedback(
+        self, request: pb.DeleteRunFeedbackRequest, context: Context
+    ) -> pb.DeleteFeedbackResponse:
+        await self._rules.delete_run(
+            current_access.get(),
+            thread_id=request.thread_id,
+            run_id=request.run_id,
+            deadline=deadline(context),
+        )
+        return pb.DeleteFeedbackResponse(success=True)

@@ -2,57 +2,89 @@
 losing rows; `migrate()` applies the steps a database has not seen yet, on
 `feedback-service migrate` and at every start.
 
-Models describe the tables as first created (version 1); what later versions
-add is declared here, so that an old database and a new one end up alike.
+Each step is frozen: it declares the tables it creates as they were at that
+version, so an old database and a new one end up alike whatever models.py
+says today. Append new steps; never edit one that has shipped.
 """
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
-from peewee import Database, MySQLDatabase, PostgresqlDatabase, fn
+from peewee import (
+    BigAutoField,
+    BigIntegerField,
+    CharField,
+    Check,
+    Database,
+    ForeignKeyField,
+    Model,
+    SmallIntegerField,
+    TextField,
+    fn,
+)
 from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as apply_operations
 
-from feedback_service.store.models import MODELS, Feedback, SchemaVersion
+from feedback_service.store.dialects import Dialect
+from feedback_service.store.models import SchemaVersion
 
 log = logging.getLogger(__name__)
 
-STATS_INDEX = "feedback_stats_covering"
+
+def _v1_create_tables(db: Dialect) -> None:
+    """Registered threads and runs, and the feedback on runs."""
+
+    class Base(Model):
+        class Meta:
+            database = db
+            legacy_table_names = False
+            table_settings = db.table_settings
+
+    class Thread(Base):
+        thread_id = CharField(128, primary_key=True)
+        owner_user_id = CharField(128, default="")
+        created_at = BigIntegerField()
+
+    class Run(Base):
+        run_id = CharField(128, primary_key=True)
+        thread = ForeignKeyField(Thread, column_name="thread_id", on_delete="CASCADE")
+        created_at = BigIntegerField()
+
+    class Feedback(Base):
+        id = BigAutoField()
+        feedback_id = CharField(128, unique=True)
+        thread_id = CharField(128)
+        run = ForeignKeyField(Run, column_name="run_id", on_delete="CASCADE")
+        user_id = CharField(128)
+        message_id = CharField(128, default="")
+        rating = SmallIntegerField(constraints=[Check("rating IN (-1, 1)")])
+        comment = TextField(default="")
+        created_at = BigIntegerField()
+        updated_at = BigIntegerField()
+
+        class Meta:
+            indexes = (
+                (("thread_id", "run_id", "user_id", "message_id"), True),
+                (("thread_id", "run_id", "id"), False),
+                (("thread_id", "user_id", "id"), False),
+            )
+
+    db.create_tables([Thread, Run, Feedback], safe=True)
 
 
-MYSQL_TABLE_SETTINGS = ["DEFAULT CHARSET=utf8mb4", "COLLATE=utf8mb4_bin"]
-
-
-def _create_tables(db: Database) -> None:
-    if not isinstance(db, MySQLDatabase):
-        db.create_tables(MODELS, safe=True)
-        return
-    # Ids are case-sensitive and comments hold any Unicode: MySQL's default
-    # *_ci collation would make "Alice" and "alice" the same user.
-    for model in MODELS:
-        model._meta.table_settings = MYSQL_TABLE_SETTINGS
-    try:
-        db.create_tables(MODELS, safe=True)
-    finally:
-        for model in MODELS:
-            model._meta.table_settings = []
-
-
-def _add_stats_index(db: Database) -> None:
-    # Stats read (thread_id, run_id, rating) from the index alone: no table
-    # rows are touched, however many feedback rows a run has.
-    if STATS_INDEX not in {index.name for index in db.get_indexes(Feedback._meta.table_name)}:
+def _v2_add_stats_index(db: Dialect) -> None:
+    """A covering index for stats: (thread_id, run_id, rating)."""
+    if "feedback_stats_covering" not in {index.name for index in db.get_indexes("feedback")}:
         migrator = SchemaMigrator.from_database(db)
         apply_operations(
-            migrator.add_index(Feedback._meta.table_name, ("thread_id", "run_id", "rating"), name=STATS_INDEX)
+            migrator.add_index("feedback", ("thread_id", "run_id", "rating"), name="feedback_stats_covering")
         )
 
 
 # (version, step): append new steps, never edit applied ones.
-MIGRATIONS: list[tuple[int, Callable[[Database], None]]] = [
-    (1, _create_tables),
-    (2, _add_stats_index),
+MIGRATIONS: list[tuple[int, Callable[[Dialect], None]]] = [
+    (1, _v1_create_tables),
+    (2, _v2_add_stats_index),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -63,32 +95,11 @@ def current_version(db: Database) -> int:
     return SchemaVersion.select(fn.MAX(SchemaVersion.version)).scalar() or 0
 
 
-MIGRATION_LOCK = 0x6665_6564  # an arbitrary, fixed advisory lock id
-
-
-@contextmanager
-def _migration_lock(db: Database) -> Iterator[None]:
-    """Serialises replicas that start together against one server database
-    (SQLite serialises on its own write lock)."""
-    if isinstance(db, PostgresqlDatabase):
-        db.execute_sql("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
-        try:
-            yield
-        finally:
-            db.execute_sql("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
-    elif isinstance(db, MySQLDatabase):
-        db.execute_sql("SELECT GET_LOCK('feedback_service_migrate', 60)")
-        try:
-            yield
-        finally:
-            db.execute_sql("SELECT RELEASE_LOCK('feedback_service_migrate')")
-    else:
-        yield
-
-
-def migrate(db: Database, target: int = SCHEMA_VERSION) -> int:
-    """Brings the schema to `target` (default: the newest); returns the version reached."""
-    with db.connection_context(), _migration_lock(db):
+def migrate(db: Dialect, target: int = SCHEMA_VERSION) -> int:
+    """Brings the schema to `target` (default: the newest); returns the version
+    reached. Replicas starting together take turns through the dialect's
+    migration lock (SQLite serialises on its own write lock)."""
+    with db.connection_context(), db.migration_lock():
         db.create_tables([SchemaVersion], safe=True)
         version = current_version(db)
         for step_version, step in MIGRATIONS:

@@ -1,4 +1,5 @@
-"""Peewee models: registered threads and runs, and the feedback on runs.
+"""Peewee models: the schema as it is today (store/migrations.py builds it, one
+frozen step per version). Registered threads and runs, and the feedback on runs.
 
 Timestamps are integer microseconds since the Unix epoch (UTC), the same on
 every backend. Ids are VARCHAR(128) so that the composite unique index fits
@@ -15,11 +16,12 @@ from peewee import (
     ForeignKeyField,
     IntegerField,
     Model,
+    ModelIndex,
     SmallIntegerField,
     TextField,
 )
 
-ID_LENGTH = 128
+from feedback_service.domain.records import ID_MAX_LENGTH
 
 # Bound once at start by store.database.open_database().
 database = DatabaseProxy()
@@ -34,15 +36,15 @@ class BaseModel(Model):
 class Thread(BaseModel):
     """A conversation; owner_user_id is '' for a shared thread."""
 
-    thread_id = CharField(ID_LENGTH, primary_key=True)
-    owner_user_id = CharField(ID_LENGTH, default="")
+    thread_id = CharField(ID_MAX_LENGTH, primary_key=True)
+    owner_user_id = CharField(ID_MAX_LENGTH, default="")
     created_at = BigIntegerField()
 
 
 class Run(BaseModel):
     """One agent execution; run ids are unique across threads."""
 
-    run_id = CharField(ID_LENGTH, primary_key=True)
+    run_id = CharField(ID_MAX_LENGTH, primary_key=True)
     thread = ForeignKeyField(Thread, column_name="thread_id", backref="runs", on_delete="CASCADE")
     created_at = BigIntegerField()
 
@@ -55,11 +57,11 @@ class Feedback(BaseModel):
     """
 
     id = BigAutoField()
-    feedback_id = CharField(ID_LENGTH, unique=True)
-    thread_id = CharField(ID_LENGTH)
+    feedback_id = CharField(ID_MAX_LENGTH, unique=True)
+    thread_id = CharField(ID_MAX_LENGTH)
     run = ForeignKeyField(Run, column_name="run_id", backref="feedback", on_delete="CASCADE")
-    user_id = CharField(ID_LENGTH)
-    message_id = CharField(ID_LENGTH, default="")
+    user_id = CharField(ID_MAX_LENGTH)
+    message_id = CharField(ID_MAX_LENGTH, default="")
     rating = SmallIntegerField(constraints=[Check("rating IN (-1, 1)")])
     comment = TextField(default="")
     created_at = BigIntegerField()
@@ -74,6 +76,12 @@ class Feedback(BaseModel):
             # ListThreadFeedback for one user, oldest first.
             (("thread_id", "user_id", "id"), False),
         )
+
+
+# Stats read (thread_id, run_id, rating) from this index alone: no table rows
+# are touched, however many feedback rows a run has.
+STATS_INDEX = "feedback_stats_covering"
+Feedback.add_index(ModelIndex(Feedback, ("thread_id", "run_id", "rating"), name=STATS_INDEX))
 
 
 class SchemaVersion(BaseModel):

@@ -7,45 +7,17 @@ raises domain errors when the data says no.
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
 
-from peewee import Case, IntegrityError, MySQLDatabase, Value, fn
+from peewee import Case, IntegrityError, Value, fn
 
 from feedback_service.domain.errors import AlreadyExists, FailedPrecondition, NotFound
+from feedback_service.domain.records import FeedbackDraft, FeedbackRow, RunRecord, RunStats, ThreadRecord
 from feedback_service.store.models import Feedback, Run, Thread, database
 from feedback_service.store.prepared import Prepared
 
 
 def now_us() -> int:
     return time.time_ns() // 1000
-
-
-@dataclass(frozen=True, slots=True)
-class FeedbackDraft:
-    """The caller-supplied part of a feedback record, already validated."""
-
-    thread_id: str
-    run_id: str
-    user_id: str
-    message_id: str
-    rating: int
-    comment: str
-
-
-class FeedbackRow(NamedTuple):
-    """One feedback record as stored; `id` orders rows and keys pagination."""
-
-    id: int | None
-    feedback_id: str
-    thread_id: str
-    run_id: str
-    user_id: str
-    message_id: str
-    rating: int
-    comment: str
-    created_at: int
-    updated_at: int
 
 
 # Every feedback read selects these columns, in FeedbackRow's order.
@@ -61,14 +33,7 @@ FEEDBACK_COLUMNS = (
     Feedback.created_at,
     Feedback.updated_at,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class RunStats:
-    run_id: str
-    total: int
-    positive: int
-    negative: int
+assert tuple(c.column_name for c in FEEDBACK_COLUMNS) == FeedbackRow._fields
 
 
 # --- threads and runs ---------------------------------------------------------
@@ -85,7 +50,7 @@ def thread_owner(thread_id: str) -> str | None:
     return None if row is None else row[0]
 
 
-def register_thread(thread_id: str, owner_user_id: str) -> Thread:
+def register_thread(thread_id: str, owner_user_id: str) -> ThreadRecord:
     with database.atomic():
         Thread.insert(
             thread_id=thread_id, owner_user_id=owner_user_id, created_at=now_us()
@@ -93,10 +58,10 @@ def register_thread(thread_id: str, owner_user_id: str) -> Thread:
         thread = Thread.get_by_id(thread_id)
     if thread.owner_user_id != owner_user_id:
         raise FailedPrecondition(f"thread {thread_id} is already registered with another owner")
-    return thread
+    return ThreadRecord(thread.thread_id, thread.owner_user_id, thread.created_at)
 
 
-def register_run(thread_id: str, run_id: str) -> Run:
+def register_run(thread_id: str, run_id: str) -> RunRecord:
     with database.atomic():
         if thread_owner(thread_id) is None:
             raise NotFound(f"thread {thread_id} is not registered")
@@ -104,7 +69,7 @@ def register_run(thread_id: str, run_id: str) -> Run:
         run = Run.get_by_id(run_id)
     if run.thread_id != thread_id:
         raise FailedPrecondition(f"run {run_id} already belongs to another thread")
-    return run
+    return RunRecord(run.run_id, run.thread_id, run.created_at)
 
 
 def delete_thread(thread_id: str) -> tuple[int, int]:
@@ -133,37 +98,42 @@ def _require_run(thread_id: str, run_id: str) -> None:
 def _new_row(draft: FeedbackDraft) -> FeedbackRow:
     now = now_us()
     return FeedbackRow(
-        None,
-        str(uuid.uuid4()),
-        draft.thread_id,
-        draft.run_id,
-        draft.user_id,
-        draft.message_id,
-        draft.rating,
-        draft.comment,
-        now,
-        now,
+        id=None,
+        feedback_id=str(uuid.uuid4()),
+        thread_id=draft.thread_id,
+        run_id=draft.run_id,
+        user_id=draft.user_id,
+        message_id=draft.message_id,
+        rating=draft.rating,
+        comment=draft.comment,
+        created_at=now,
+        updated_at=now,
     )
 
 
-def _insert_if_run_in_thread(feedback_id, thread_id, run_id, *rest):
-    """INSERT ... SELECT ... FROM run: inserts only if the run belongs to the
-    thread, in one statement (0 rows inserted: no such run in that thread)."""
-    values = (feedback_id, thread_id, run_id, *rest)
+# The columns an insert writes, by name: all but the row id, which the
+# database assigns. FeedbackRow's fields carry the same names.
+INSERTED_COLUMNS = FEEDBACK_COLUMNS[1:]
+INSERTED_FIELDS = tuple(column.column_name for column in INSERTED_COLUMNS)
+FEEDBACK_KEY = (Feedback.thread_id, Feedback.run, Feedback.user_id, Feedback.message_id)
+
+
+def _insert_if_run_in_thread(thread_id, run_id, values):
+    """INSERT ... SELECT ... FROM run: inserts `values` (one per
+    INSERTED_COLUMNS) only if the run belongs to the thread, in one statement
+    (0 rows inserted: no such run in that thread)."""
     source = Run.select(*(Value(v) for v in values)).where((Run.run_id == run_id) & (Run.thread == thread_id))
-    return Feedback.insert_from(source, FEEDBACK_COLUMNS[1:])
+    return Feedback.insert_from(source, INSERTED_COLUMNS)
 
 
-def _upsert_if_run_in_thread(*values):
-    """The same insert, updating the existing row of the key instead of
-    failing, and returning the row as stored (except on MySQL, which has no
-    RETURNING and takes no conflict target)."""
-    preserve = (Feedback.rating, Feedback.comment, Feedback.updated_at)
-    query = _insert_if_run_in_thread(*values)
-    if isinstance(database.obj, MySQLDatabase):
-        return query.on_conflict(preserve=preserve)
-    key = (Feedback.thread_id, Feedback.run, Feedback.user_id, Feedback.message_id)
-    return query.on_conflict(conflict_target=key, preserve=preserve).returning(*FEEDBACK_COLUMNS)
+def _upsert_if_run_in_thread(thread_id, run_id, values):
+    """The same insert, updating the existing row of the key instead of failing."""
+    return database.upsert(
+        _insert_if_run_in_thread(thread_id, run_id, values),
+        key=FEEDBACK_KEY,
+        preserve=(Feedback.rating, Feedback.comment, Feedback.updated_at),
+        returning=FEEDBACK_COLUMNS,
+    )
 
 
 _INSERT_IF_RUN = Prepared(_insert_if_run_in_thread)
@@ -178,11 +148,16 @@ _BY_KEY = Prepared(
 )
 
 
+def _inserted_values(row: FeedbackRow) -> list[object]:
+    return [getattr(row, field) for field in INSERTED_FIELDS]
+
+
 def create_feedback(draft: FeedbackDraft) -> FeedbackRow:
     """Inserts new feedback; an existing one for the same key is ALREADY_EXISTS."""
     row = _new_row(draft)
     try:
-        inserted = database.execute_sql(*_INSERT_IF_RUN(*row[1:])).rowcount
+        statement = _INSERT_IF_RUN(draft.thread_id, draft.run_id, _inserted_values(row))
+        inserted = database.execute_sql(*statement).rowcount
     except IntegrityError as exc:
         # The unique key collided, or the run vanished under a concurrent delete.
         _require_run(draft.thread_id, draft.run_id)
@@ -197,15 +172,12 @@ def create_feedback(draft: FeedbackDraft) -> FeedbackRow:
 
 
 def upsert_feedback(draft: FeedbackDraft) -> FeedbackRow:
-    """Creates or updates the feedback for the draft's key in one statement."""
-    upsert = _UPSERT_IF_RUN(*_new_row(draft)[1:])
+    """Creates or updates the feedback for the draft's key in one statement
+    (two in one transaction where the dialect cannot return the row)."""
+    statement = _UPSERT_IF_RUN(draft.thread_id, draft.run_id, _inserted_values(_new_row(draft)))
+    key = (draft.thread_id, draft.run_id, draft.user_id, draft.message_id)
     try:
-        if isinstance(database.obj, MySQLDatabase):
-            with database.atomic():  # the upsert, then its row as stored
-                database.execute_sql(*upsert)
-                stored = database.execute_sql(*_BY_KEY(*_key(draft))).fetchone()
-        else:
-            stored = database.execute_sql(*upsert).fetchone()
+        stored = database.run_upsert(statement, lambda: database.execute_sql(*_BY_KEY(*key)).fetchone())
     except IntegrityError:
         # Only the foreign key can fail here: the run vanished under a concurrent delete.
         _require_run(draft.thread_id, draft.run_id)
@@ -213,10 +185,6 @@ def upsert_feedback(draft: FeedbackDraft) -> FeedbackRow:
     if stored is None:  # nothing inserted or updated: the run is not in the thread
         raise NotFound(f"run {draft.run_id} not found in thread {draft.thread_id}")
     return FeedbackRow._make(stored)
-
-
-def _key(draft: FeedbackDraft) -> tuple[str, str, str, str]:
-    return (draft.thread_id, draft.run_id, draft.user_id, draft.message_id)
 
 
 def delete_feedback(thread_id: str, run_id: str, feedback_id: str, user_id: str) -> int:

@@ -1,0 +1,64 @@
+"""The records the domain works with and the store returns: plain values,
+no gRPC and no SQL. A leaf module: it imports nothing of ours."""
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+# Every id (thread, run, message, feedback, user) is at most this long: the
+# validation pattern, the database columns and the proto comments agree on it.
+ID_MAX_LENGTH = 128
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackDraft:
+    """The caller-supplied part of a feedback record, already validated."""
+
+    thread_id: str
+    run_id: str
+    user_id: str
+    message_id: str
+    rating: int
+    comment: str
+
+
+class FeedbackRow(NamedTuple):
+    """One feedback record as stored; `id` orders rows and keys pagination."""
+
+    id: int
+    feedback_id: str
+    thread_id: str
+    run_id: str
+    user_id: str
+    message_id: str
+    rating: int
+    comment: str
+    created_at: int  # microseconds since the Unix epoch, UTC
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunStats:
+    """Counts of every user's feedback on one run."""
+
+    run_id: str
+    total: int
+    positive: int
+    negative: int
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRecord:
+    """A registered thread; owner_user_id is '' for a shared thread."""
+
+    thread_id: str
+    owner_user_id: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """A registered run of a thread."""
+
+    run_id: str
+    thread_id: str
+    created_at: int

@@ -1,0 +1,204 @@
+"""One class per database dialect, chosen once from the URL: everything that
+differs between SQLite, PostgreSQL and MySQL/MariaDB lives here, and no other
+module asks which database it is talking to.
+
+Each class is the Peewee database itself with our dialect mixed in, in the way
+playhouse/pool.py builds its pooled databases. A dialect holds:
+- how to connect (options, session settings) and its table settings;
+- the migration lock that serialises replicas starting together;
+- the statement shapes that differ (an upsert that returns the stored row);
+- its execution policy: whether work is first tried on the event loop
+  without waiting, whether writes queue on one writer thread, and which
+  errors mean "nothing was committed, run it again".
+"""
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+from peewee import Database, Insert, MySQLDatabase, PostgresqlDatabase, SqliteDatabase
+from playhouse import db_url
+from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
+
+MIGRATION_LOCK = 0x6665_6564  # an arbitrary, fixed advisory lock id
+
+
+class Dialect:
+    """The mixin; the defaults suit a server database reached over a network."""
+
+    # Run each unit of work first on the event loop, with no waiting for
+    # locks; only work that would wait goes to a database thread.
+    inline_first: ClassVar[bool] = False
+    # Writes queue on one thread per process (the database has one writer).
+    single_writer: ClassVar[bool] = False
+    # Appended to CREATE TABLE.
+    table_settings: ClassVar[tuple[str, ...]] = ()
+    # Error codes of deadlocks and serialisation failures: the database rolled
+    # the whole unit of work back, so it may be run again.
+    transient_codes: ClassVar[frozenset[object]] = frozenset()
+
+    @classmethod
+    def connect_options(cls, url: str, connect_timeout_s: float) -> dict[str, Any]:
+        # Fail fast (UNAVAILABLE) when the server is unreachable instead of hanging.
+        return {"connect_timeout": max(1, round(connect_timeout_s))}
+
+    def claim_inline_thread(self) -> None:
+        """Marks the calling thread (the event loop's) as the one that runs
+        work inline; only dialects with `inline_first` use it."""
+
+    def is_transient(self, error: Exception) -> bool:
+        driver_error = error.__cause__ or error.__context__  # what peewee wrapped
+        if getattr(driver_error, "pgcode", None) in self.transient_codes:
+            return True
+        first = error.args[0] if error.args else None
+        return first in self.transient_codes
+
+    def migration_lock(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def upsert(self, insert: Insert, *, key: tuple, preserve: tuple, returning: tuple) -> Insert:
+        """The upsert statement: `insert`, or on a conflict on `key` an update
+        of the `preserve` columns, returning the stored row's `returning`."""
+        return insert.on_conflict(conflict_target=key, preserve=preserve).returning(*returning)
+
+    def run_upsert(self, statement: tuple[str, list], read_back: Callable[[], Any]) -> Any:
+        """Runs a statement from `upsert`; returns the stored row."""
+        return self.execute_sql(*statement).fetchone()
+
+
+class SqliteDialect(Dialect, SqliteDatabase):
+    """A local file: reads and writes take microseconds, so they run on the
+    event loop when they need not wait (WAL readers never do; a writer waits
+    only for another process's write lock), and writes that would wait queue on
+    one writer thread instead of starving each other on the file lock."""
+
+    inline_first = True
+    single_writer = True
+    PRAGMAS: ClassVar[dict[str, object]] = {
+        # First: wait for another process's lock instead of failing, even while
+        # the pragmas below are applied to a new connection.
+        "busy_timeout": 5000,
+        "journal_mode": "wal",  # readers never block the writer
+        "synchronous": "normal",  # durable across process crashes; WAL fsyncs at checkpoints
+        "foreign_keys": 1,
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The thread whose connection never waits for a lock: the event loop's.
+        self._inline_thread: int | None = None
+
+    def claim_inline_thread(self) -> None:
+        self._inline_thread = threading.get_ident()
+        self.close()  # an open connection of this thread reconnects without waiting
+
+    @classmethod
+    def connect_options(cls, url: str, connect_timeout_s: float) -> dict[str, Any]:
+        path = urlparse(url).path[1:]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # BEGIN IMMEDIATE: a write transaction takes the write lock up front, so
+        # two writers queue on busy_timeout instead of failing on lock upgrade.
+        return {
+            "pragmas": cls.PRAGMAS,
+            "lock_type": "IMMEDIATE",
+            "timeout": cls.PRAGMAS["busy_timeout"] / 1000,
+        }
+
+    def _initialize_connection(self, conn: Any) -> None:
+        super()._initialize_connection(conn)
+        if threading.get_ident() == self._inline_thread:
+            conn.execute("PRAGMA busy_timeout = 0")
+
+    def is_transient(self, error: Exception) -> bool:
+        first = error.args[0] if error.args else None
+        return isinstance(first, str) and first.startswith(("database is locked", "database is busy"))
+
+
+class PostgresDialect(Dialect, PostgresqlDatabase):
+    transient_codes = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+
+    @contextlib.contextmanager
+    def migration_lock(self) -> Iterator[None]:
+        self.execute_sql("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        try:
+            yield
+        finally:
+            self.execute_sql("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+
+
+class MySQLDialect(Dialect, MySQLDatabase):
+    # Ids are case-sensitive and comments hold any Unicode: MySQL's default
+    # *_ci collation would make "Alice" and "alice" the same user.
+    table_settings = ("DEFAULT CHARSET=utf8mb4", "COLLATE=utf8mb4_bin")
+    transient_codes = frozenset({1205, 1213})  # lock wait timeout, deadlock
+
+    @classmethod
+    def connect_options(cls, url: str, connect_timeout_s: float) -> dict[str, Any]:
+        # READ COMMITTED, as PostgreSQL: no gap locks, so concurrent upserts and
+        # deletes of one key do not deadlock each other.
+        return {
+            **super().connect_options(url, connect_timeout_s),
+            "charset": "utf8mb4",
+            "init_command": "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        }
+
+    @contextlib.contextmanager
+    def migration_lock(self) -> Iterator[None]:
+        self.execute_sql("SELECT GET_LOCK('feedback_service_migrate', 60)")
+        try:
+            yield
+        finally:
+            self.execute_sql("SELECT RELEASE_LOCK('feedback_service_migrate')")
+
+    def upsert(self, insert: Insert, *, key: tuple, preserve: tuple, returning: tuple) -> Insert:
+        # MySQL takes no conflict target (any unique key conflicts) and has no RETURNING.
+        return insert.on_conflict(preserve=preserve)
+
+    def run_upsert(self, statement: tuple[str, list], read_back: Callable[[], Any]) -> Any:
+        """The upsert, then its row as stored, in one transaction."""
+        with self.atomic():
+            self.execute_sql(*statement)
+            return read_back()
+
+
+class PooledPostgresDialect(PostgresDialect, PooledPostgresqlDatabase):
+    """PostgreSQL through Peewee's connection pool."""
+
+
+class PooledMySQLDialect(MySQLDialect, PooledMySQLDatabase):
+    """MySQL or MariaDB through Peewee's connection pool."""
+
+
+DIALECTS: dict[str, type[Dialect]] = {
+    "sqlite": SqliteDialect,
+    "postgres": PostgresDialect,
+    "postgresql": PostgresDialect,
+    "postgres+pool": PooledPostgresDialect,
+    "postgresql+pool": PooledPostgresDialect,
+    "mysql": MySQLDialect,
+    "mysql+pool": PooledMySQLDialect,
+}
+
+
+def dialect_database(url: str, connect_timeout_s: float = 5) -> Database:
+    """The database of a URL, as the dialect class its scheme names."""
+    scheme = urlparse(url).scheme
+    dialect = DIALECTS.get(scheme)
+    if dialect is None:
+        raise ValueError(
+            f"unsupported database URL scheme {scheme!r} (expected one of {', '.join(DIALECTS)})"
+        )
+    options = db_url.parse(url)
+    if not options.get("database"):
+        raise ValueError(f"the database URL {describe_url(url)} names no database")
+    return dialect(**options, **dialect.connect_options(url, connect_timeout_s))
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    password = urlparse(url).password
+    return url.replace(f":{password}@", ":***@") if password else url
