@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from peewee import Case, IntegrityError, MySQLDatabase, Value, fn
+from peewee import Case, IntegrityError, MySQLDatabase, Select, Value, fn
 
-from feedback_service.domain.errors import AlreadyExists, FailedPrecondition, NotFound
+from feedback_service.domain.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from feedback_service.store.models import Feedback, Run, Thread, database
 from feedback_service.store.prepared import Prepared
 
@@ -85,12 +85,58 @@ def thread_owner(thread_id: str) -> str | None:
     return None if row is None else row[0]
 
 
+def _locking(query: Select) -> Select:
+    """The query, made to lock the rows it reads until the transaction ends,
+    so that no concurrent transaction changes or deletes them meanwhile.
+
+    Dialect-specific, asked of peewee's capability flag rather than of the
+    database's class: where SELECT takes no row locks (SQLite), a write
+    transaction already holds the database's only write lock from its first
+    statement (BEGIN IMMEDIATE), which excludes every other writer as well.
+    FOR UPDATE rather than a shared lock, because PostgreSQL and MariaDB
+    spell a shared one differently; RegisterRun calls on one thread queue
+    for the length of one insert.
+    """
+    return query.for_update() if database.for_update else query
+
+
+# Every unit of work that adds or removes a thread's runs locks the thread's
+# row first: RegisterRun cannot then interleave with DeleteThread, and since
+# they take their locks in the same order, they queue instead of deadlocking.
+_LOCKED_THREAD = Prepared(
+    lambda thread_id: _locking(
+        Thread.select(Thread.thread_id, Thread.owner_user_id, Thread.created_at)
+        .where(Thread.thread_id == thread_id)
+        .limit(1)
+    )
+)
+
+
+def _lock_thread(thread_id: str) -> Thread | None:
+    """The registered thread, locked until the transaction ends; None if not registered."""
+    row = database.execute_sql(*_LOCKED_THREAD(thread_id)).fetchone()
+    return None if row is None else Thread(thread_id=row[0], owner_user_id=row[1], created_at=row[2])
+
+
+# A concurrent DeleteThread can remove a thread between our insert (which
+# found it there) and our locking read; each attempt then starts afresh, and
+# it takes a new registration and a new delete in that gap to need another.
+REGISTER_ATTEMPTS = 3
+
+
 def register_thread(thread_id: str, owner_user_id: str) -> Thread:
     with database.atomic():
-        Thread.insert(
-            thread_id=thread_id, owner_user_id=owner_user_id, created_at=now_us()
-        ).on_conflict_ignore().execute()
-        thread = Thread.get_by_id(thread_id)
+        for _ in range(REGISTER_ATTEMPTS):
+            thread = _lock_thread(thread_id)
+            if thread is None:
+                Thread.insert(
+                    thread_id=thread_id, owner_user_id=owner_user_id, created_at=now_us()
+                ).on_conflict_ignore().execute()
+                thread = _lock_thread(thread_id)
+            if thread is not None:
+                break
+        else:
+            raise Unavailable(f"thread {thread_id} is being registered and deleted concurrently; retry")
     if thread.owner_user_id != owner_user_id:
         raise FailedPrecondition(f"thread {thread_id} is already registered with another owner")
     return thread
@@ -98,11 +144,13 @@ def register_thread(thread_id: str, owner_user_id: str) -> Thread:
 
 def register_run(thread_id: str, run_id: str) -> Run:
     with database.atomic():
-        if thread_owner(thread_id) is None:
+        # Locked, the thread (and so each of its runs) outlives this transaction.
+        if _lock_thread(thread_id) is None:
             raise NotFound(f"thread {thread_id} is not registered")
         Run.insert(run_id=run_id, thread=thread_id, created_at=now_us()).on_conflict_ignore().execute()
-        run = Run.get_by_id(run_id)
-    if run.thread_id != thread_id:
+        run = Run.get_or_none(Run.run_id == run_id)
+    # None: the run was in another thread, deleted since (this call came first).
+    if run is None or run.thread_id != thread_id:
         raise FailedPrecondition(f"run {run_id} already belongs to another thread")
     return run
 
@@ -110,7 +158,7 @@ def register_run(thread_id: str, run_id: str) -> Run:
 def delete_thread(thread_id: str) -> tuple[int, int]:
     """Deletes a thread with its runs and feedback; returns (runs, feedback)."""
     with database.atomic():
-        if thread_owner(thread_id) is None:
+        if _lock_thread(thread_id) is None:
             raise NotFound(f"thread {thread_id} is not registered")
         feedback = Feedback.delete().where(Feedback.thread_id == thread_id).execute()
         runs = Run.delete().where(Run.thread == thread_id).execute()
