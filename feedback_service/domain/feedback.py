@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from feedback_service.auth.principal import Principal
 from feedback_service.domain.errors import NotFound
-from feedback_service.domain.pagination import decode_page_token, encode_page_token
+from feedback_service.domain.pagination import decode_page_token, encode_page_token, within_budget
 from feedback_service.domain.validation import Checker
 from feedback_service.store import queries
 from feedback_service.store.database import Store
@@ -69,9 +69,11 @@ class FeedbackRules:
         scope = "\n".join((thread_id, run_id or "", viewer or ""))
         after_id = decode_page_token(scope, token)
         rows = await self._store.read(queries.feedback_page, thread_id, run_id, viewer, after_id, size + 1)
-        if len(rows) <= size:
+        # At most `size` rows, and fewer when they would pass the byte budget.
+        fitting = within_budget([row.comment for row in rows[:size]])
+        if fitting == len(rows):
             return Page(rows, "")
-        rows = rows[:size]
+        rows = rows[:fitting]
         return Page(rows, encode_page_token(scope, rows[-1].id))
 
     async def stats(self, thread_id: str, run_ids: list[str], *, batch: bool) -> list[RunStats]:
