@@ -2,9 +2,11 @@
 
 import argparse
 import asyncio
+import errno
 import logging
 import multiprocessing
 import signal
+import socket
 import sys
 import time
 from dataclasses import replace
@@ -20,10 +22,60 @@ from feedback_service.store.migrations import migrate
 log = logging.getLogger("feedback_service")
 
 
+class CannotListen(Exception):
+    """The server cannot listen on its address; the message says what to do."""
+
+    def __init__(self, listen: str, reason: str) -> None:
+        super().__init__(
+            f"cannot listen on {listen}: {reason}; "
+            "choose another address with --listen HOST:PORT or FEEDBACK_LISTEN"
+        )
+
+
+def check_listen(listen: str) -> None:
+    """Raises CannotListen if nothing could listen on `listen` now, checked
+    before gRPC tries: when gRPC's own bind fails, its core logs a line of
+    its own first. Binds as gRPC does (SO_REUSEADDR, so a recent server's
+    closing connections do not count) but without SO_REUSEPORT, even for
+    --workers: its workers must be the only ones on the port, not join
+    another server's. Only host:port addresses with a fixed port are
+    checked; gRPC judges the rest."""
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit() or int(port) == 0 or (":" in host and not host.startswith("[")):
+        return
+    try:
+        addresses = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise CannotListen(listen, f"the host does not resolve ({exc.strerror})") from None
+    problems = []
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                problems.append(exc)
+                continue
+        return  # gRPC listens when it can bind any of the addresses
+    if problems:
+        first = problems[0]
+        in_use = first.errno == errno.EADDRINUSE
+        raise CannotListen(
+            listen, "another process is already listening there" if in_use else first.strerror.lower()
+        )
+
+
 async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     from feedback_service.server import create_service  # grpc loads only when serving
 
-    service = create_service(settings, reuse_port=reuse_port)
+    try:
+        service = create_service(settings, reuse_port=reuse_port)
+    except RuntimeError as exc:  # gRPC's bind failed after all (say, the port was taken meanwhile)
+        if "Failed to bind" not in str(exc):
+            raise
+        raise CannotListen(settings.listen, "gRPC could not bind it") from None
     if not (settings.resolved_jwt_secret() or settings.jwt_public_key_file or settings.jwt_jwks_file):
         log.warning("no JWT key is configured: every bearer token will be refused (UNAUTHENTICATED)")
     await service.start()
@@ -53,7 +105,11 @@ def _worker(settings: Settings, index: int) -> None:
     if settings.metrics_listen:  # each worker has its own registry: port + index
         host, _, port = settings.metrics_listen.rpartition(":")
         settings = replace(settings, metrics_listen=f"{host}:{int(port) + index}")
-    asyncio.run(serve(settings, reuse_port=True))
+    try:
+        asyncio.run(serve(settings, reuse_port=True))
+    except CannotListen as exc:
+        log.error("%s", exc)
+        sys.exit(1)
 
 
 def serve_workers(settings: Settings) -> int:
@@ -157,9 +213,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(
             settings, listen=args.listen or settings.listen, workers=args.workers or settings.workers
         )
-        if settings.workers > 1:
-            return serve_workers(settings)
-        asyncio.run(serve(settings))
+        try:
+            check_listen(settings.listen)
+            if settings.workers > 1:
+                return serve_workers(settings)
+            asyncio.run(serve(settings))
+        except CannotListen as exc:
+            log.error("%s", exc)
+            return 1
     elif args.command == "migrate":
         run_migrate(settings)
     elif args.command == "token":

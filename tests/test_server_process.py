@@ -2,6 +2,9 @@
 with generated stubs and with the real grpcurl binary through reflection."""
 
 import json
+import os
+import signal
+import socket
 import subprocess
 
 import grpc
@@ -10,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from feedback.v1 import feedback_pb2 as pb
 from tests.conftest import register
-from tests.harness import BIN, SERVICE_TOKEN, Client, ServiceProcess, as_service
+from tests.harness import BIN, SERVICE_TOKEN, Client, ServiceProcess, as_service, service_env
 
 
 @pytest.fixture
@@ -138,3 +141,54 @@ def test_grpcurl_walkthrough(service):
         )
     )
     assert stats == {"runId": "r1", "total": 1, "negative": 1}
+
+
+def serve_expecting_exit(data_dir, listen: str, *args: str) -> subprocess.CompletedProcess:
+    """`feedback-service serve` that should exit on its own; if it is still
+    running after a while, its whole process group (workers too) is killed."""
+    process = subprocess.Popen(
+        [BIN / "feedback-service", "serve", "--listen", listen, *args],
+        env=service_env(data_dir),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, stderr = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        _, stderr = process.communicate()
+        pytest.fail(f"serve on {listen} kept running: {stderr}")
+    return subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
+
+
+def assert_refused_in_one_line(result: subprocess.CompletedProcess, listen: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert listen in lines[0] and "--listen" in lines[0] and "FEEDBACK_LISTEN" in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args", [(), ("--workers", "2")], ids=["one process", "workers"])
+def test_a_busy_port_is_one_line_naming_it_and_a_failure(tmp_path, args):
+    with socket.socket() as occupant:
+        occupant.bind(("127.0.0.1", 0))
+        occupant.listen()
+        listen = f"127.0.0.1:{occupant.getsockname()[1]}"
+        result = serve_expecting_exit(tmp_path / "data", listen, *args)
+    assert_refused_in_one_line(result, listen)
+
+
+def test_workers_do_not_join_another_servers_port(tmp_path):
+    # SO_REUSEPORT would let a second server's workers bind beside the first
+    # one's and silently take a share of its connections.
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        listen = f"127.0.0.1:{free.getsockname()[1]}"
+    first = ServiceProcess(tmp_path / "first", "--workers", "2", listen=listen, servers=2)
+    try:
+        result = serve_expecting_exit(tmp_path / "second", listen, "--workers", "2")
+    finally:
+        assert first.terminate() == 0
+    assert_refused_in_one_line(result, listen)

@@ -12,7 +12,7 @@ from prometheus_client import Counter
 
 from feedback_service.domain.access import Access
 from feedback_service.domain.errors import NotFound
-from feedback_service.domain.pagination import decode_page_token, encode_page_token
+from feedback_service.domain.pagination import decode_page_token, encode_page_token, within_budget
 from feedback_service.domain.records import FeedbackDraft, FeedbackRow, RunStats
 from feedback_service.domain.validation import Checker
 from feedback_service.store import queries
@@ -123,9 +123,11 @@ class FeedbackRules:
         rows = await self._store.read(
             queries.feedback_page, thread_id, run_id, viewer, after_id, size + 1, deadline=deadline
         )
-        if len(rows) <= size:
+        # At most `size` rows, and fewer when they would pass the byte budget.
+        fitting = within_budget([row.comment for row in rows[:size]])
+        if fitting == len(rows):
             return Page(rows, "")
-        rows = rows[:size]
+        rows = rows[:fitting]
         return Page(rows, encode_page_token(scope, rows[-1].id))
 
     async def stats_for_run(

@@ -13,6 +13,29 @@ from feedback_service.domain.errors import FieldViolation, InvalidArgument
 
 MAX_ROW_ID = 2**63 - 1  # row ids are signed 64-bit on every backend
 
+# A page stops before its feedback would pass this many bytes serialized, so
+# that it always fits a default gRPC client's 4 MiB receive limit; it holds at
+# least one feedback whatever its size.
+PAGE_BYTE_BUDGET = 1024 * 1024
+
+# What one Feedback adds to a list response beyond its comment's UTF-8 bytes,
+# at most: five ASCII ids of up to 128 characters (tag, 2-byte length, 128
+# bytes each: 655), the rating (-1 is a 10-byte varint, plus its tag: 11),
+# two Timestamps (tag, length, 11-byte seconds, 6-byte nanos: 38), the
+# comment's tag and length (4), and the repeated field's tag and length (4).
+FEEDBACK_OVERHEAD_BYTES = 655 + 11 + 38 + 4 + 4
+
+
+def within_budget(comments: list[str], budget: int = PAGE_BYTE_BUDGET) -> int:
+    """How many of the leading feedback, given their comments, fit the byte
+    budget: at least one (when there is one). An upper-bound estimate, cheap
+    enough for every row: an ASCII comment's length is its size in bytes."""
+    for count, comment in enumerate(comments):
+        budget -= FEEDBACK_OVERHEAD_BYTES + (len(comment) if comment.isascii() else len(comment.encode()))
+        if budget < 0:
+            return max(count, 1)
+    return len(comments)
+
 
 def _fingerprint(scope: str) -> str:
     return hashlib.sha256(scope.encode()).hexdigest()[:16]

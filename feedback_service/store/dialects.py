@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from peewee import Database, Insert, MySQLDatabase, PostgresqlDatabase, SqliteDatabase
+from peewee import Database, Insert, MySQLDatabase, PostgresqlDatabase, Select, SqliteDatabase
 from playhouse import db_url
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
 
@@ -58,6 +58,12 @@ class Dialect:
 
     def migration_lock(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
+
+    def locking(self, query: Select) -> Select:
+        """The query, made to lock the rows it reads until the transaction
+        ends. FOR UPDATE, as PostgreSQL and MariaDB spell a shared lock
+        differently."""
+        return query.for_update()
 
     def upsert(self, insert: Insert, *, key: tuple, preserve: tuple, returning: tuple) -> Insert:
         """The upsert statement: `insert`, or on a conflict on `key` an update
@@ -107,6 +113,11 @@ class SqliteDialect(Dialect, SqliteDatabase):
             "lock_type": "IMMEDIATE",
             "timeout": cls.PRAGMAS["busy_timeout"] / 1000,
         }
+
+    def locking(self, query: Select) -> Select:
+        # SELECT takes no row locks; a write transaction already holds the one
+        # write lock from its first statement (BEGIN IMMEDIATE).
+        return query
 
     def _initialize_connection(self, conn: Any) -> None:
         super()._initialize_connection(conn)

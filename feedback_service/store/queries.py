@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from peewee import Case, IntegrityError, Value, fn
 
-from feedback_service.domain.errors import AlreadyExists, FailedPrecondition, NotFound
+from feedback_service.domain.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from feedback_service.domain.records import FeedbackDraft, FeedbackRow, RunRecord, RunStats, ThreadRecord
 from feedback_service.store.models import Feedback, Run, Thread, database
 from feedback_service.store.prepared import Prepared
@@ -50,24 +50,57 @@ def thread_owner(thread_id: str) -> str | None:
     return None if row is None else row[0]
 
 
+# Every unit of work that adds or removes a thread's runs locks the thread's
+# row first: RegisterRun cannot then interleave with DeleteThread, and since
+# they take their locks in the same order, they queue instead of deadlocking.
+_LOCKED_THREAD = Prepared(
+    lambda thread_id: database.locking(
+        Thread.select(Thread.thread_id, Thread.owner_user_id, Thread.created_at)
+        .where(Thread.thread_id == thread_id)
+        .limit(1)
+    )
+)
+
+
+def _lock_thread(thread_id: str) -> ThreadRecord | None:
+    """The registered thread, locked until the transaction ends; None if not registered."""
+    row = database.execute_sql(*_LOCKED_THREAD(thread_id)).fetchone()
+    return None if row is None else ThreadRecord(*row)
+
+
+# A concurrent DeleteThread can remove a thread between our insert (which
+# found it there) and our locking read; each attempt then starts afresh, and
+# it takes a new registration and a new delete in that gap to need another.
+REGISTER_ATTEMPTS = 3
+
+
 def register_thread(thread_id: str, owner_user_id: str) -> ThreadRecord:
     with database.atomic():
-        Thread.insert(
-            thread_id=thread_id, owner_user_id=owner_user_id, created_at=now_us()
-        ).on_conflict_ignore().execute()
-        thread = Thread.get_by_id(thread_id)
+        for _ in range(REGISTER_ATTEMPTS):
+            thread = _lock_thread(thread_id)
+            if thread is None:
+                Thread.insert(
+                    thread_id=thread_id, owner_user_id=owner_user_id, created_at=now_us()
+                ).on_conflict_ignore().execute()
+                thread = _lock_thread(thread_id)
+            if thread is not None:
+                break
+        else:
+            raise Unavailable(f"thread {thread_id} is being registered and deleted concurrently; retry")
     if thread.owner_user_id != owner_user_id:
         raise FailedPrecondition(f"thread {thread_id} is already registered with another owner")
-    return ThreadRecord(thread.thread_id, thread.owner_user_id, thread.created_at)
+    return thread
 
 
 def register_run(thread_id: str, run_id: str) -> RunRecord:
     with database.atomic():
-        if thread_owner(thread_id) is None:
+        # Locked, the thread (and so each of its runs) outlives this transaction.
+        if _lock_thread(thread_id) is None:
             raise NotFound(f"thread {thread_id} is not registered")
         Run.insert(run_id=run_id, thread=thread_id, created_at=now_us()).on_conflict_ignore().execute()
-        run = Run.get_by_id(run_id)
-    if run.thread_id != thread_id:
+        run = Run.get_or_none(Run.run_id == run_id)
+    # None: the run was in another thread, deleted since (this call came first).
+    if run is None or run.thread_id != thread_id:
         raise FailedPrecondition(f"run {run_id} already belongs to another thread")
     return RunRecord(run.run_id, run.thread_id, run.created_at)
 
@@ -75,7 +108,7 @@ def register_run(thread_id: str, run_id: str) -> RunRecord:
 def delete_thread(thread_id: str) -> tuple[int, int]:
     """Deletes a thread with its runs and feedback; returns (runs, feedback)."""
     with database.atomic():
-        if thread_owner(thread_id) is None:
+        if _lock_thread(thread_id) is None:
             raise NotFound(f"thread {thread_id} is not registered")
         feedback = Feedback.delete().where(Feedback.thread_id == thread_id).execute()
         runs = Run.delete().where(Run.thread == thread_id).execute()

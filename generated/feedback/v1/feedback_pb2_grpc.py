@@ -125,7 +125,10 @@ class FeedbackServiceServicer:
         """Lists feedback on a run, oldest first. A user sees only their own
         feedback; a service acting as itself sees everyone's. Needs
         `threads:read`; passes for an owned, shared or unregistered thread. An
-        unknown run gives an empty list.
+        unknown run gives an empty list. A page ends before its feedback would
+        pass 1 MiB serialized (it holds at least one), so it fits a default
+        client's 4 MiB receive limit: it may hold fewer than `page_size` while
+        more follow; page until `next_page_token` is empty.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -161,7 +164,10 @@ class FeedbackServiceServicer:
     def ListThreadFeedback(self, request, context):
         """Lists the caller's feedback on every run of a thread, oldest first (a
         service acting as itself sees everyone's). Needs `threads:read`; passes for
-        an owned, shared or unregistered thread.
+        an owned, shared or unregistered thread. A page ends before its feedback
+        would pass 1 MiB serialized (it holds at least one), so it fits a default
+        client's 4 MiB receive limit: it may hold fewer than `page_size` while
+        more follow; page until `next_page_token` is empty.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
