@@ -135,6 +135,29 @@ def test_a_scoped_token_holds_only_its_scopes(sqlite_client):
     assert stats_error(sqlite_client, as_user("alice", scope="")).code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+@pytest.mark.parametrize("separator", ["\u00a0", "\u2003", "\t", "\n", "\r\n"])
+def test_scope_tokens_are_separated_by_the_space_character_only(sqlite_client, separator):
+    # RFC 6749 §3.3: anything but %x20 belongs to the token, so this is one unknown scope.
+    register(sqlite_client, "t1", "alice", ["r1"])
+    metadata = as_user("alice", scope=f"threads:read{separator}threads:write")
+    error = rpc_error(
+        sqlite_client.feedback.CreateFeedback,
+        pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1),
+        metadata=metadata,
+    )
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert stats_error(sqlite_client, metadata).code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_scope_tokens_may_be_separated_by_several_spaces(sqlite_client):
+    register(sqlite_client, "t1", "alice", ["r1"])
+    metadata = as_user("alice", scope="  threads:read   threads:write ")
+    created = sqlite_client.feedback.CreateFeedback(
+        pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1), metadata=metadata
+    )
+    assert created.rating == 1
+
+
 # --- issuer and audience -------------------------------------------------------------
 
 

@@ -35,11 +35,13 @@ TOKEN_CACHE_SIZE = 10_000
 
 
 def permissions_from_scope(scope: object) -> frozenset[int]:
+    """RFC 6749 §3.3: scope tokens are separated by the space character alone;
+    a tab or a no-break space is part of a token (so it matches no scope)."""
     if scope is None:
         return ALL_PERMISSIONS  # no scope claim: every permission, as before
     if not isinstance(scope, str):
         raise Unauthenticated("token scope claim must be a space-separated string")
-    return frozenset(SCOPE_PERMISSIONS[s] for s in scope.split() if s in SCOPE_PERMISSIONS)
+    return frozenset(SCOPE_PERMISSIONS[s] for s in scope.split(" ") if s in SCOPE_PERMISSIONS)
 
 
 @dataclass(frozen=True)
