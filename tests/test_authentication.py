@@ -158,6 +158,30 @@ def test_scope_tokens_may_be_separated_by_several_spaces(sqlite_client):
     assert created.rating == 1
 
 
+# --- credentials sent twice ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        [*as_user("alice"), *as_user("alice")],
+        [*as_user("alice"), *as_user("bob")],
+        [*as_service(), *as_service()],
+        [*as_service(), ("x-service-token", "another-token")],
+    ],
+    ids=["same-jwt", "two-jwts", "same-service-token", "two-service-tokens"],
+)
+def test_a_repeated_credential_is_refused(sqlite_client, metadata):
+    assert_unauthenticated(sqlite_client, metadata, "only once")
+
+
+@pytest.mark.parametrize("second", ["alice", "bob"])
+def test_a_repeated_on_behalf_of_is_invalid(sqlite_client, second):
+    error = stats_error(sqlite_client, [*as_service_for("alice"), ("x-on-behalf-of", second)])
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_fields(error) == ["x-on-behalf-of"]
+
+
 # --- issuer and audience -------------------------------------------------------------
 
 

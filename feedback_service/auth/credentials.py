@@ -29,6 +29,7 @@ SCOPE_PERMISSIONS = {
 AUTHORIZATION = "authorization"
 SERVICE_TOKEN = "x-service-token"  # noqa: S105 - a header name
 ON_BEHALF_OF = "x-on-behalf-of"
+CREDENTIAL_HEADERS = (AUTHORIZATION, SERVICE_TOKEN, ON_BEHALF_OF)
 # Verified tokens are remembered (until they expire) so a busy caller's token
 # is checked once, not on every RPC.
 TOKEN_CACHE_SIZE = 10_000
@@ -176,10 +177,7 @@ class Authenticator:
     def authenticate(
         self, metadata: Iterable[tuple[str, str | bytes]], peer_identities: Iterable[str] = ()
     ) -> Principal:
-        headers: dict[str, str] = {}
-        for key, value in metadata:
-            if key in (AUTHORIZATION, SERVICE_TOKEN, ON_BEHALF_OF) and isinstance(value, str):
-                headers.setdefault(key, value)
+        headers = _credential_headers(metadata)
         bearer = headers.get(AUTHORIZATION)
         service_token = headers.get(SERVICE_TOKEN)
         on_behalf_of = headers.get(ON_BEHALF_OF)
@@ -214,6 +212,21 @@ class Authenticator:
         if not is_valid_id(on_behalf_of):
             raise InvalidArgument([FieldViolation(ON_BEHALF_OF, f"must be a user id of {ID_RULE}")])
         return Principal(PrincipalKind.DELEGATED, on_behalf_of, name, ALL_PERMISSIONS)
+
+
+def _credential_headers(metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, str]:
+    """The credential headers, each sent at most once: with two, which one a
+    proxy or another reader would honour is anyone's guess, so neither is."""
+    headers: dict[str, str] = {}
+    for key, value in metadata:
+        if key not in CREDENTIAL_HEADERS or not isinstance(value, str):
+            continue
+        if key in headers:
+            if key == ON_BEHALF_OF:
+                raise InvalidArgument([FieldViolation(ON_BEHALF_OF, "must be sent only once")])
+            raise Unauthenticated(f"send {key} only once")
+        headers[key] = value
+    return headers
 
 
 def _bearer_token(header: str) -> str:
