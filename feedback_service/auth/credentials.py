@@ -4,6 +4,7 @@ echoes the credential."""
 
 import hashlib
 import hmac
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -33,16 +34,39 @@ CREDENTIAL_HEADERS = (AUTHORIZATION, SERVICE_TOKEN, ON_BEHALF_OF)
 # Verified tokens are remembered (until they expire) so a busy caller's token
 # is checked once, not on every RPC.
 TOKEN_CACHE_SIZE = 10_000
+# exp, nbf and iat must be NumericDates up to the end of year 9999: a larger or
+# odd value is no real issuer's, and would overflow the conversions below.
+LATEST_NUMERIC_DATE = 253_402_300_799
+TIME_CLAIMS = ("exp", "nbf", "iat")
+# What PyJWT and the claim conversions raise for a token of odd shape: the
+# caller's mistake (UNAUTHENTICATED), never a bug worth a traceback.
+MALFORMED_TOKEN_ERRORS = (jwt.InvalidTokenError, OverflowError, TypeError, ValueError)
+# Neither PyJWT's message nor the header itself is echoed: both may hold caller text.
+HEADER_REFUSED = "token header is not accepted (kid must be a string; crit is not supported)"
 
 
-def permissions_from_scope(scope: object) -> frozenset[int]:
+def permissions_from_scope(claims: Mapping[str, object]) -> frozenset[int]:
     """RFC 6749 §3.3: scope tokens are separated by the space character alone;
     a tab or a no-break space is part of a token (so it matches no scope)."""
-    if scope is None:
+    if "scope" not in claims:
         return ALL_PERMISSIONS  # no scope claim: every permission, as before
-    if not isinstance(scope, str):
+    scope = claims["scope"]
+    if not isinstance(scope, str):  # null too: only a token without the claim holds all
         raise Unauthenticated("token scope claim must be a space-separated string")
     return frozenset(SCOPE_PERMISSIONS[s] for s in scope.split(" ") if s in SCOPE_PERMISSIONS)
+
+
+def check_time_claims(claims: Mapping[str, object]) -> None:
+    """PyJWT reads these with int(), which takes strings and numbers of any size."""
+    for name in TIME_CLAIMS:
+        if name in claims and not _is_numeric_date(claims[name]):
+            raise Unauthenticated(f"token {name} must be a number of seconds since 1970 (up to year 9999)")
+
+
+def _is_numeric_date(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and 0 <= value <= LATEST_NUMERIC_DATE
 
 
 @dataclass(frozen=True)
@@ -76,22 +100,39 @@ class JwtVerifier:
         if self._keys.empty:
             raise Unauthenticated("this server accepts no JWTs (no key is configured)")
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
-            raise Unauthenticated("malformed bearer token") from None
-        algorithm, kid = header.get("alg"), header.get("kid")
-        if not isinstance(algorithm, str) or algorithm not in self._keys.algorithms():
-            accepted = ", ".join(sorted(self._keys.algorithms()))
-            raise Unauthenticated(f"token algorithm {algorithm!r} is not accepted (accepted: {accepted})")
-        candidates = self._keys.candidates(algorithm, kid if isinstance(kid, str) else None)
+            return self._principal(token)
+        except MALFORMED_TOKEN_ERRORS as exc:
+            raise Unauthenticated(f"invalid token ({exc.__class__.__name__})") from None
+
+    def _principal(self, token: str) -> tuple[Principal, float]:
+        algorithm, kid = self._header(token)
+        candidates = self._keys.candidates(algorithm, kid)
         if not candidates:
             raise Unauthenticated(f"no key with kid {kid!r} for {algorithm}")
         claims = self._checked_claims(token, candidates)
+        check_time_claims(claims)
         subject = claims["sub"]
         if not isinstance(subject, str) or not is_valid_id(subject):
             raise Unauthenticated(f"token sub must be a user id of {ID_RULE}")
-        principal = Principal(PrincipalKind.USER, subject, None, permissions_from_scope(claims.get("scope")))
+        principal = Principal(PrincipalKind.USER, subject, None, permissions_from_scope(claims))
         return principal, float(claims["exp"])
+
+    def _header(self, token: str) -> tuple[str, str | None]:
+        """The header's alg (one a key verifies) and kid (a string, or None)."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError:
+            raise Unauthenticated("malformed bearer token") from None
+        except jwt.InvalidTokenError:  # PyJWT's own checks of kid and crit
+            raise Unauthenticated(HEADER_REFUSED) from None
+        algorithm, kid = header.get("alg"), header.get("kid")
+        # No crit extension is implemented here, so RFC 7515 §4.1.11 says refuse.
+        if "crit" in header or not isinstance(kid, str | None):
+            raise Unauthenticated(HEADER_REFUSED)
+        if not isinstance(algorithm, str) or algorithm not in self._keys.algorithms():
+            accepted = ", ".join(sorted(self._keys.algorithms()))
+            raise Unauthenticated(f"token algorithm {algorithm!r} is not accepted (accepted: {accepted})")
+        return algorithm, kid
 
     def _checked_claims(self, token: str, candidates: list[VerificationKey]) -> dict:
         for key in candidates[:-1]:  # several keys may share no kid: the last one reports
