@@ -253,6 +253,26 @@ def test_a_token_with_numeric_dates_and_unknown_fields_is_accepted(sqlite_client
     assert sqlite_client.feedback.GetFeedbackStats(STATS, metadata=bearer(hand_signed(header, claims)))
 
 
+@pytest.mark.parametrize(
+    ("algorithm", "shown"),
+    [
+        ("A" * 8000, "'" + "A" * 64 + "\u2026'"),
+        (
+            "HS256\n2026-01-01 00:00:00,000 INFO 1 forged: {}",
+            "'HS256\\n2026-01-01 00:00:00,000 INFO 1 forged: {}'",
+        ),
+        ("\x1b[2J\x00\x85\u2028\x7f", "'\\x1b[2J\\x00\\x85\\u2028\\x7f'"),
+    ],
+    ids=["long", "newline", "controls"],
+)
+def test_an_unaccepted_algorithm_is_echoed_cut_and_escaped(sqlite_client, algorithm, shown):
+    error = stats_error(sqlite_client, bearer(hand_signed({"alg": algorithm}, VALID_CLAIMS)))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert f"token algorithm {shown} is not accepted" in error.details()
+    assert len(error.details()) < 120
+    assert error.details().isprintable()
+
+
 # --- credentials sent twice ------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """Turns request metadata into a Principal: JWTs for end users, static tokens
 for internal services. Failures raise Unauthenticated with a reason that never
-echoes the credential."""
+echoes the credential; other caller values a reason names go through echoed()."""
 
 import hashlib
 import hmac
@@ -34,6 +34,8 @@ CREDENTIAL_HEADERS = (AUTHORIZATION, SERVICE_TOKEN, ON_BEHALF_OF)
 # Verified tokens are remembered (until they expire) so a busy caller's token
 # is checked once, not on every RPC.
 TOKEN_CACHE_SIZE = 10_000
+# Caller values quoted in a reason are cut to this many characters.
+ECHO_LIMIT = 64
 # exp, nbf and iat must be NumericDates up to the end of year 9999: a larger or
 # odd value is no real issuer's, and would overflow the conversions below.
 LATEST_NUMERIC_DATE = 253_402_300_799
@@ -43,6 +45,14 @@ TIME_CLAIMS = ("exp", "nbf", "iat")
 MALFORMED_TOKEN_ERRORS = (jwt.InvalidTokenError, OverflowError, TypeError, ValueError)
 # Neither PyJWT's message nor the header itself is echoed: both may hold caller text.
 HEADER_REFUSED = "token header is not accepted (kid must be a string; crit is not supported)"
+
+
+def echoed(value: str) -> str:
+    """A caller's value as a reason may quote it: at most ECHO_LIMIT characters
+    (then an ellipsis), quoted, with control characters escaped by repr()."""
+    if len(value) > ECHO_LIMIT:
+        value = value[:ECHO_LIMIT] + "\u2026"
+    return repr(value)
 
 
 def permissions_from_scope(claims: Mapping[str, object]) -> frozenset[int]:
@@ -108,7 +118,7 @@ class JwtVerifier:
         algorithm, kid = self._header(token)
         candidates = self._keys.candidates(algorithm, kid)
         if not candidates:
-            raise Unauthenticated(f"no key with kid {kid!r} for {algorithm}")
+            raise Unauthenticated(f"no key with kid {echoed(kid or '')} for {algorithm}")
         claims = self._checked_claims(token, candidates)
         check_time_claims(claims)
         subject = claims["sub"]
@@ -131,7 +141,8 @@ class JwtVerifier:
             raise Unauthenticated(HEADER_REFUSED)
         if not isinstance(algorithm, str) or algorithm not in self._keys.algorithms():
             accepted = ", ".join(sorted(self._keys.algorithms()))
-            raise Unauthenticated(f"token algorithm {algorithm!r} is not accepted (accepted: {accepted})")
+            shown = echoed(algorithm) if isinstance(algorithm, str) else "(missing or not a string)"
+            raise Unauthenticated(f"token algorithm {shown} is not accepted (accepted: {accepted})")
         return algorithm, kid
 
     def _checked_claims(self, token: str, candidates: list[VerificationKey]) -> dict:
