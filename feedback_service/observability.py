@@ -1,12 +1,17 @@
 """Metrics (Prometheus, on their own HTTP port) and logs (one JSON access
-line per RPC; everything else in text or JSON)."""
+line per RPC; everything else in text or JSON). No log line carries a control
+character from a caller: it could end the line and forge the next one, or
+rewrite a terminal."""
 
 import asyncio
 import json
 import logging
 import os
+import re
 import sys
+import textwrap
 import time
+import traceback
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -22,10 +27,79 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 IN_FLIGHT = Gauge("feedback_rpc_in_flight", "RPCs being handled now")
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators (which
+# JSON leaves alone but some log viewers break lines on).
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def escape_controls(text: str) -> str:
+    """The text with each control character written as \\xNN or \\uNNNN."""
+    return CONTROL_CHARACTERS.sub(_escaped, text)
+
+
+def _escaped(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escaped_traceback(error: BaseException | None) -> str:
+    """A traceback laid out as Python prints it, its lines being ours, but with
+    each exception's message (which may quote a caller) escaped onto one line."""
+    if error is None:
+        return "NoneType: None"
+    parts = []
+    for older, link in reversed(_chain(error)):  # the oldest first, as Python prints
+        parts += [_one_traceback(older), link]
+    return "".join(parts).rstrip("\n")
+
+
+def _chain(error: BaseException) -> list[tuple[BaseException, str]]:
+    """The exception and its causes, newest first, each with the line that
+    links it to the one before it in the list."""
+    chain, seen, link = [], set(), ""
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append((current, link))
+        if current.__cause__ is not None:
+            current, link = current.__cause__, CAUSE
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, link = current.__context__, CONTEXT
+        else:
+            current = None
+    return chain
+
+
+def _one_traceback(error: BaseException) -> str:
+    lines = []
+    if error.__traceback__ is not None:
+        lines += ["Traceback (most recent call last):\n", *traceback.format_tb(error.__traceback__)]
+    lines.append(_exception_line(error) + "\n")
+    lines += [escape_controls(str(note)) + "\n" for note in getattr(error, "__notes__", None) or ()]
+    if isinstance(error, BaseExceptionGroup):
+        for number, member in enumerate(error.exceptions, 1):
+            lines.append(textwrap.indent(f"[{number}] {escaped_traceback(member)}\n", "  | "))
+    return "".join(lines)
+
+
+def _exception_line(error: BaseException) -> str:
+    kind = type(error)
+    name = kind.__qualname__
+    if kind.__module__ not in ("builtins", "__main__"):
+        name = f"{kind.__module__}.{name}"
+    try:
+        message = str(error)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the traceback
+        message = "<exception str() failed>"
+    return f"{name}: {escape_controls(message)}" if message else name
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line; an access line carries its fields at top level."""
+    """One JSON object per line; an access line carries its fields at top level.
+    ensure_ascii escapes every control character in the JSON text, and the
+    message is escaped too, for whoever prints the parsed value."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -38,10 +112,13 @@ class JsonFormatter(logging.Formatter):
         if fields:
             entry.update(fields)
         else:
-            entry["message"] = record.getMessage()
+            entry["message"] = escape_controls(record.getMessage())
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return json.dumps(entry, ensure_ascii=True)
+
+    def formatException(self, ei) -> str:  # noqa: N802 - logging's name
+        return escaped_traceback(ei[1])
 
 
 class TextFormatter(logging.Formatter):
@@ -51,8 +128,15 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None)
         if fields:
-            record.msg, record.args = json.dumps(fields, ensure_ascii=False), ()
+            record.msg, record.args = json.dumps(fields, ensure_ascii=True), ()
+        record.exc_text = None  # another handler may have cached an unescaped traceback
         return super().format(record)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return escape_controls(super().formatMessage(record))
+
+    def formatException(self, ei) -> str:  # noqa: N802 - logging's name
+        return escaped_traceback(ei[1])
 
 
 class AccessLog:
@@ -94,11 +178,11 @@ class AccessLog:
                 "pid": os.getpid(),
                 **fields,
             }
-            self._lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
+            self._lines.append(json.dumps(entry, ensure_ascii=True) + "\n")
         else:
             millis = int(now * 1000) % 1000
             prefix = f"{self._second_text},{millis:03d} INFO {os.getpid()} {self.LOGGER}: "
-            self._lines.append(prefix + json.dumps(fields, ensure_ascii=False) + "\n")
+            self._lines.append(prefix + json.dumps(fields, ensure_ascii=True) + "\n")
         if len(self._lines) >= self.MAX_BUFFERED:
             self.flush()
         elif not self._flush_scheduled:

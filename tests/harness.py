@@ -3,6 +3,10 @@ build_server(), served on a free port in a background thread, reached through
 a real gRPC channel with the generated stubs."""
 
 import asyncio
+import base64
+import hashlib
+import hmac
+import json
 import os
 import re
 import signal
@@ -208,6 +212,19 @@ def user_token(user_id: str | None, *, secret: str = JWT_SECRET, ttl_s: int = 60
     if user_id is not None:
         payload["sub"] = user_id
     return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hand_signed(header: object, claims: object, *, secret: str | bytes = JWT_SECRET) -> str:
+    """A JWT whose header and claims are exactly these JSON values (PyJWT
+    would add or check fields), signed with HMAC-SHA256 whatever alg says."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(signature)}"
 
 
 def bearer(token: str) -> list[tuple[str, str]]:

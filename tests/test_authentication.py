@@ -4,6 +4,8 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
+import math
 import time
 
 import grpc
@@ -21,6 +23,7 @@ from tests.harness import (
     as_service_for,
     as_user,
     bearer,
+    hand_signed,
     running_server,
     server_settings,
     user_token,
@@ -133,6 +136,165 @@ def test_a_scoped_token_holds_only_its_scopes(sqlite_client):
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "threads:write" in error.details()
     assert stats_error(sqlite_client, as_user("alice", scope="")).code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("separator", ["\u00a0", "\u2003", "\t", "\n", "\r\n"])
+def test_scope_tokens_are_separated_by_the_space_character_only(sqlite_client, separator):
+    # RFC 6749 §3.3: anything but %x20 belongs to the token, so this is one unknown scope.
+    register(sqlite_client, "t1", "alice", ["r1"])
+    metadata = as_user("alice", scope=f"threads:read{separator}threads:write")
+    error = rpc_error(
+        sqlite_client.feedback.CreateFeedback,
+        pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1),
+        metadata=metadata,
+    )
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert stats_error(sqlite_client, metadata).code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_scope_tokens_may_be_separated_by_several_spaces(sqlite_client):
+    register(sqlite_client, "t1", "alice", ["r1"])
+    metadata = as_user("alice", scope="  threads:read   threads:write ")
+    created = sqlite_client.feedback.CreateFeedback(
+        pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1), metadata=metadata
+    )
+    assert created.rating == 1
+
+
+# --- headers and claims of odd type or size ------------------------------------------
+
+VALID_CLAIMS = {"sub": "alice", "exp": int(time.time()) + 3600}
+# Each refused as UNAUTHENTICATED before the signature matters, whatever signs it.
+ODD_HEADERS = [
+    {"alg": "HS256", "kid": 1},
+    {"alg": "HS256", "kid": ["a", "b"]},
+    {"alg": "HS256", "kid": None},
+    {"alg": "HS256", "crit": []},
+    {"alg": "HS256", "crit": "b64"},
+    {"alg": "HS256", "crit": [1]},
+    {"alg": "HS256", "crit": ["exp"], "exp": 1},
+    {"alg": "HS256", "crit": ["b64"], "b64": True},
+    {"alg": "HS256", "crit": ["b64"], "b64": False},
+    {"alg": "HS256", "crit": ["x\n2026-01-01 00:00:00,000 INFO 1 forged: {}"]},
+    {"alg": 1},
+    {"alg": ["HS256"]},
+    {"alg": None},
+    {"kid": "k"},
+]
+# Each validly signed with the server's secret.
+ODD_CLAIMS = [
+    {"exp": 10**400},
+    {"exp": -(10**400)},
+    {"exp": 1e300},
+    {"exp": math.inf},
+    {"exp": math.nan},
+    {"exp": str(VALID_CLAIMS["exp"])},
+    {"exp": [VALID_CLAIMS["exp"]]},
+    {"exp": {"at": VALID_CLAIMS["exp"]}},
+    {"exp": True},
+    {"exp": None},
+    {"nbf": "0"},
+    {"nbf": 10**400},
+    {"nbf": math.nan},
+    {"nbf": [0]},
+    {"iat": -math.inf},
+    {"iat": 10**400},
+    {"iat": "0"},
+    {"iat": {}},
+    {"sub": 1},
+    {"sub": ["alice"]},
+    {"sub": {"id": "alice"}},
+    {"sub": None},
+    {"sub": "a" * 10_000},
+    {"scope": None},
+    {"scope": 1},
+    {"scope": ["threads:read"]},
+    {"aud": 1},
+    {"aud": [1, None]},
+    {"aud": {"x": 1}},
+    {"jti": 1},
+]
+
+
+def short_id(value: object) -> str:
+    return repr(value)[:40]
+
+
+@pytest.fixture
+def no_traceback(caplog):
+    """Fails the test if the server logged an exception (an INTERNAL's traceback)."""
+    yield
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def assert_refused_briefly(client, token: str) -> None:
+    error = stats_error(client, bearer(token))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED, (error.code(), error.details())
+    assert len(error.details()) < 200
+
+
+@pytest.mark.parametrize("header", ODD_HEADERS, ids=short_id)
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "badly-signed"])
+def test_headers_of_odd_type_are_unauthenticated(sqlite_client, no_traceback, header, signed):
+    token = hand_signed(header, VALID_CLAIMS, secret=JWT_SECRET if signed else "another-secret")
+    assert_refused_briefly(sqlite_client, token)
+
+
+@pytest.mark.parametrize("claims", ODD_CLAIMS, ids=short_id)
+def test_claims_of_odd_type_or_size_are_unauthenticated(sqlite_client, no_traceback, claims):
+    assert_refused_briefly(sqlite_client, hand_signed({"alg": "HS256"}, {**VALID_CLAIMS, **claims}))
+
+
+def test_a_token_with_numeric_dates_and_unknown_fields_is_accepted(sqlite_client):
+    # The checks above are about types, not about fields this server ignores.
+    header = {"alg": "HS256", "typ": "JWT", "kid": "any", "x-extra": [1, {"a": None}]}
+    now = time.time()
+    claims = {**VALID_CLAIMS, "exp": now + 60.5, "nbf": now - 1.5, "iat": int(now), "extra": {"b": [2]}}
+    assert sqlite_client.feedback.GetFeedbackStats(STATS, metadata=bearer(hand_signed(header, claims)))
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "shown"),
+    [
+        ("A" * 8000, "'" + "A" * 64 + "\u2026'"),
+        (
+            "HS256\n2026-01-01 00:00:00,000 INFO 1 forged: {}",
+            "'HS256\\n2026-01-01 00:00:00,000 INFO 1 forged: {}'",
+        ),
+        ("\x1b[2J\x00\x85\u2028\x7f", "'\\x1b[2J\\x00\\x85\\u2028\\x7f'"),
+    ],
+    ids=["long", "newline", "controls"],
+)
+def test_an_unaccepted_algorithm_is_echoed_cut_and_escaped(sqlite_client, algorithm, shown):
+    error = stats_error(sqlite_client, bearer(hand_signed({"alg": algorithm}, VALID_CLAIMS)))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert f"token algorithm {shown} is not accepted" in error.details()
+    assert len(error.details()) < 120
+    assert error.details().isprintable()
+
+
+# --- credentials sent twice ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        [*as_user("alice"), *as_user("alice")],
+        [*as_user("alice"), *as_user("bob")],
+        [*as_service(), *as_service()],
+        [*as_service(), ("x-service-token", "another-token")],
+    ],
+    ids=["same-jwt", "two-jwts", "same-service-token", "two-service-tokens"],
+)
+def test_a_repeated_credential_is_refused(sqlite_client, metadata):
+    assert_unauthenticated(sqlite_client, metadata, "only once")
+
+
+@pytest.mark.parametrize("second", ["alice", "bob"])
+def test_a_repeated_on_behalf_of_is_invalid(sqlite_client, second):
+    error = stats_error(sqlite_client, [*as_service_for("alice"), ("x-on-behalf-of", second)])
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_fields(error) == ["x-on-behalf-of"]
 
 
 # --- issuer and audience -------------------------------------------------------------

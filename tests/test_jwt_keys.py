@@ -126,6 +126,28 @@ def test_the_key_is_chosen_by_kid(tmp_path, keys, algorithm):
         refused(client, token(stranger, algorithm, None), "signature")
 
 
+@pytest.mark.parametrize(
+    ("kid", "shown"),
+    [
+        ("k" * 8000, "'" + "k" * 64 + "\u2026'"),
+        ("k1\n2026-01-01 00:00:00,000 INFO 1 forged: {}", "'k1\\n2026-01-01 00:00:00,000 INFO 1 forged: {}'"),
+        ("\x1b[2J\x00\x85\u2028", "'\\x1b[2J\\x00\\x85\\u2028'"),
+    ],
+    ids=["long", "newline", "controls"],
+)
+def test_an_unknown_kid_is_echoed_cut_and_escaped(tmp_path, keys, kid, shown):
+    first = keys["RS256"][0]
+    _, settings = jwks_settings(tmp_path, [jwk(first, "k1")])
+    with running_server(settings) as (_, client):
+        error = rpc_error(
+            client.feedback.GetFeedbackStats, STATS, metadata=bearer(token(first, "RS256", kid))
+        )
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert f"no key with kid {shown}" in error.details()
+    assert len(error.details()) < 100
+    assert error.details().isprintable()
+
+
 def test_rsa_and_ec_keys_side_by_side(tmp_path, keys):
     rsa_key, ec_key = keys["RS256"][0], keys["ES256"][0]
     _, settings = jwks_settings(tmp_path, [jwk(rsa_key, "rsa"), jwk(ec_key, "ec")])

@@ -1,9 +1,10 @@
 """Turns request metadata into a Principal: JWTs for end users, static tokens
 for internal services. Failures raise Unauthenticated with a reason that never
-echoes the credential."""
+echoes the credential; other caller values a reason names go through echoed()."""
 
 import hashlib
 import hmac
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from feedback_service.domain.errors import (
     InvalidArgument,
     PermissionDenied,
     Unauthenticated,
+    echoed,
 )
 from feedback_service.domain.validation import ID_RULE, is_valid_id
 
@@ -29,17 +31,44 @@ SCOPE_PERMISSIONS = {
 AUTHORIZATION = "authorization"
 SERVICE_TOKEN = "x-service-token"  # noqa: S105 - a header name
 ON_BEHALF_OF = "x-on-behalf-of"
+CREDENTIAL_HEADERS = (AUTHORIZATION, SERVICE_TOKEN, ON_BEHALF_OF)
 # Verified tokens are remembered (until they expire) so a busy caller's token
 # is checked once, not on every RPC.
 TOKEN_CACHE_SIZE = 10_000
+# Caller values quoted in a reason are cut to this many characters.
+# exp, nbf and iat must be NumericDates up to the end of year 9999: a larger or
+# odd value is no real issuer's, and would overflow the conversions below.
+LATEST_NUMERIC_DATE = 253_402_300_799
+TIME_CLAIMS = ("exp", "nbf", "iat")
+# What PyJWT and the claim conversions raise for a token of odd shape: the
+# caller's mistake (UNAUTHENTICATED), never a bug worth a traceback.
+MALFORMED_TOKEN_ERRORS = (jwt.InvalidTokenError, OverflowError, TypeError, ValueError)
+# Neither PyJWT's message nor the header itself is echoed: both may hold caller text.
+HEADER_REFUSED = "token header is not accepted (kid must be a string; crit is not supported)"
 
 
-def permissions_from_scope(scope: object) -> frozenset[int]:
-    if scope is None:
+def permissions_from_scope(claims: Mapping[str, object]) -> frozenset[int]:
+    """RFC 6749 §3.3: scope tokens are separated by the space character alone;
+    a tab or a no-break space is part of a token (so it matches no scope)."""
+    if "scope" not in claims:
         return ALL_PERMISSIONS  # no scope claim: every permission, as before
-    if not isinstance(scope, str):
+    scope = claims["scope"]
+    if not isinstance(scope, str):  # null too: only a token without the claim holds all
         raise Unauthenticated("token scope claim must be a space-separated string")
-    return frozenset(SCOPE_PERMISSIONS[s] for s in scope.split() if s in SCOPE_PERMISSIONS)
+    return frozenset(SCOPE_PERMISSIONS[s] for s in scope.split(" ") if s in SCOPE_PERMISSIONS)
+
+
+def check_time_claims(claims: Mapping[str, object]) -> None:
+    """PyJWT reads these with int(), which takes strings and numbers of any size."""
+    for name in TIME_CLAIMS:
+        if name in claims and not _is_numeric_date(claims[name]):
+            raise Unauthenticated(f"token {name} must be a number of seconds since 1970 (up to year 9999)")
+
+
+def _is_numeric_date(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and 0 <= value <= LATEST_NUMERIC_DATE
 
 
 @dataclass(frozen=True)
@@ -73,22 +102,40 @@ class JwtVerifier:
         if self._keys.empty:
             raise Unauthenticated("this server accepts no JWTs (no key is configured)")
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
-            raise Unauthenticated("malformed bearer token") from None
-        algorithm, kid = header.get("alg"), header.get("kid")
-        if not isinstance(algorithm, str) or algorithm not in self._keys.algorithms():
-            accepted = ", ".join(sorted(self._keys.algorithms()))
-            raise Unauthenticated(f"token algorithm {algorithm!r} is not accepted (accepted: {accepted})")
-        candidates = self._keys.candidates(algorithm, kid if isinstance(kid, str) else None)
+            return self._principal(token)
+        except MALFORMED_TOKEN_ERRORS as exc:
+            raise Unauthenticated(f"invalid token ({exc.__class__.__name__})") from None
+
+    def _principal(self, token: str) -> tuple[Principal, float]:
+        algorithm, kid = self._header(token)
+        candidates = self._keys.candidates(algorithm, kid)
         if not candidates:
-            raise Unauthenticated(f"no key with kid {kid!r} for {algorithm}")
+            raise Unauthenticated(f"no key with kid {echoed(kid or '')} for {algorithm}")
         claims = self._checked_claims(token, candidates)
+        check_time_claims(claims)
         subject = claims["sub"]
         if not isinstance(subject, str) or not is_valid_id(subject):
             raise Unauthenticated(f"token sub must be a user id of {ID_RULE}")
-        principal = Principal(PrincipalKind.USER, subject, None, permissions_from_scope(claims.get("scope")))
+        principal = Principal(PrincipalKind.USER, subject, None, permissions_from_scope(claims))
         return principal, float(claims["exp"])
+
+    def _header(self, token: str) -> tuple[str, str | None]:
+        """The header's alg (one a key verifies) and kid (a string, or None)."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError:
+            raise Unauthenticated("malformed bearer token") from None
+        except jwt.InvalidTokenError:  # PyJWT's own checks of kid and crit
+            raise Unauthenticated(HEADER_REFUSED) from None
+        algorithm, kid = header.get("alg"), header.get("kid")
+        # No crit extension is implemented here, so RFC 7515 §4.1.11 says refuse.
+        if "crit" in header or not isinstance(kid, str | None):
+            raise Unauthenticated(HEADER_REFUSED)
+        if not isinstance(algorithm, str) or algorithm not in self._keys.algorithms():
+            accepted = ", ".join(sorted(self._keys.algorithms()))
+            shown = echoed(algorithm) if isinstance(algorithm, str) else "(missing or not a string)"
+            raise Unauthenticated(f"token algorithm {shown} is not accepted (accepted: {accepted})")
+        return algorithm, kid
 
     def _checked_claims(self, token: str, candidates: list[VerificationKey]) -> dict:
         for key in candidates[:-1]:  # several keys may share no kid: the last one reports
@@ -163,10 +210,7 @@ class Authenticator:
     def authenticate(
         self, metadata: Iterable[tuple[str, str | bytes]], peer_identities: Iterable[str] = ()
     ) -> Principal:
-        headers: dict[str, str] = {}
-        for key, value in metadata:
-            if key in (AUTHORIZATION, SERVICE_TOKEN, ON_BEHALF_OF) and isinstance(value, str):
-                headers.setdefault(key, value)
+        headers = _credential_headers(metadata)
         bearer = headers.get(AUTHORIZATION)
         service_token = headers.get(SERVICE_TOKEN)
         on_behalf_of = headers.get(ON_BEHALF_OF)
@@ -201,6 +245,21 @@ class Authenticator:
         if not is_valid_id(on_behalf_of):
             raise InvalidArgument([FieldViolation(ON_BEHALF_OF, f"must be a user id of {ID_RULE}")])
         return Principal(PrincipalKind.DELEGATED, on_behalf_of, name, ALL_PERMISSIONS)
+
+
+def _credential_headers(metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, str]:
+    """The credential headers, each sent at most once: with two, which one a
+    proxy or another reader would honour is anyone's guess, so neither is."""
+    headers: dict[str, str] = {}
+    for key, value in metadata:
+        if key not in CREDENTIAL_HEADERS or not isinstance(value, str):
+            continue
+        if key in headers:
+            if key == ON_BEHALF_OF:
+                raise InvalidArgument([FieldViolation(ON_BEHALF_OF, "must be sent only once")])
+            raise Unauthenticated(f"send {key} only once")
+        headers[key] = value
+    return headers
 
 
 def _bearer_token(header: str) -> str:

@@ -4,6 +4,17 @@ module stays free of gRPC); the transport turns it into that status."""
 from dataclasses import dataclass
 from typing import ClassVar
 
+# Characters of a caller's value that an error message may quote.
+ECHO_LIMIT = 64
+
+
+def echoed(value: str) -> str:
+    """A caller's value as an error message may quote it: at most ECHO_LIMIT
+    characters (then an ellipsis), quoted, with control characters escaped."""
+    if len(value) > ECHO_LIMIT:
+        value = value[:ECHO_LIMIT] + "\u2026"
+    return repr(value)
+
 
 class ServiceError(Exception):
     """A failure the caller should see, with a message safe to show them."""

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from feedback_service.domain.errors import echoed
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
-SERVICE_NAME_SHOWN = 64  # characters of an unknown service name echoed back
 _END = None  # queued to a watcher: the stream is over
 
 
@@ -28,7 +29,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
     async def Check(self, request: health_pb2.HealthCheckRequest, context) -> health_pb2.HealthCheckResponse:
         status = self._statuses.get(request.service)
         if status is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {_shown(request.service)}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {echoed(request.service)}")
         return health_pb2.HealthCheckResponse(status=status)
 
     async def List(self, request: health_pb2.HealthListRequest, context) -> health_pb2.HealthListResponse:
@@ -78,10 +79,3 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         for watchers in self._watchers.values():
             for queue in watchers:
                 queue.put_nowait(update)
-
-
-def _shown(name: str) -> str:
-    """An unknown service name as echoed back: quoted, escaped and bounded."""
-    if len(name) > SERVICE_NAME_SHOWN:
-        name = name[:SERVICE_NAME_SHOWN] + "..."
-    return ascii(name)
