@@ -3,6 +3,7 @@ build_server(), served on a free port in a background thread, reached through
 a real gRPC channel with the generated stubs."""
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -189,6 +190,14 @@ class ServiceProcess:
                 if len(self.server_pids) >= self._servers:
                     self._listening.set()
         self._listening.set()
+
+    def access_lines(self, since: int = 0) -> list[dict]:
+        """The access-log entries among log lines since..end (needs log_format json)."""
+        entries = []
+        for line in self.log[since:]:
+            if '"feedback_service.access"' in line:
+                entries.append(json.loads(line))
+        return entries
 
     def token(self, user_id: str) -> str:
         return subprocess.run(
