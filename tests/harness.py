@@ -140,6 +140,13 @@ def running_server(settings: Settings) -> Iterator[tuple[ServerThread, Client]]:
         server.stop()
 
 
+def separate_channel(address: str) -> grpc.Channel:
+    """A channel on a connection of its own. Channels to one address with the
+    same options share a single connection (gRPC's global subchannel pool), so
+    a test that needs a second client connection must ask for it."""
+    return grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
 BIN = Path(sys.executable).parent
 SERVICE_TOKENS = f"platform={SERVICE_TOKEN}"
 
