@@ -10,21 +10,28 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import jwt
+from google.protobuf.descriptor import MethodDescriptor
+from peewee import Database
+from playhouse import db_url
 
-from feedback.v1 import feedback_pb2_grpc, thread_registry_pb2_grpc
+from feedback.v1 import access_pb2, feedback_pb2_grpc, thread_registry_pb2_grpc
+from feedback.v1 import feedback_pb2 as pb
+from feedback.v1 import thread_registry_pb2 as registry_pb2
+from feedback_service.auth.access import declared_rules
 from feedback_service.config import Settings
-from feedback_service.server import Service, create_service
+from feedback_service.server import SERVICES, Service, create_service
 from feedback_service.store.database import open_database
 from feedback_service.store.models import MODELS, SchemaVersion
 
@@ -136,6 +143,13 @@ def running_server(settings: Settings) -> Iterator[tuple[ServerThread, Client]]:
         server.stop()
 
 
+def separate_channel(address: str) -> grpc.Channel:
+    """A channel on a connection of its own. Channels to one address with the
+    same options share a single connection (gRPC's global subchannel pool), so
+    a test that needs a second client connection must ask for it."""
+    return grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
 BIN = Path(sys.executable).parent
 SERVICE_TOKENS = f"platform={SERVICE_TOKEN}"
 
@@ -186,6 +200,14 @@ class ServiceProcess:
                 if len(self.server_pids) >= self._servers:
                     self._listening.set()
         self._listening.set()
+
+    def access_lines(self, since: int = 0) -> list[dict]:
+        """The access-log entries among log lines since..end (needs log_format json)."""
+        entries = []
+        for line in self.log[since:]:
+            if '"feedback_service.access"' in line:
+                entries.append(json.loads(line))
+        return entries
 
     def token(self, user_id: str) -> str:
         return subprocess.run(
@@ -242,3 +264,154 @@ def as_service() -> list[tuple[str, str]]:
 
 def as_service_for(user_id: str) -> list[tuple[str, str]]:
     return [("x-service-token", SERVICE_TOKEN), ("x-on-behalf-of", user_id)]
+
+
+# --- the RPCs, and what they may answer --------------------------------------------
+
+# Every RPC of both services, by path, from the descriptors.
+METHODS: dict[str, MethodDescriptor] = {
+    f"/{service.full_name}/{method.name}": method for service in SERVICES for method in service.methods
+}
+RULES = declared_rules(SERVICES)
+READ_ONLY = {
+    path for path, rule in RULES.items() if rule and rule.permission == access_pb2.PERMISSION_THREADS_READ
+}
+# The documented client errors: with OK, all a request may ever be answered with.
+CLIENT_ERRORS = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+def caller_for(path: str) -> list[tuple[str, str]]:
+    """Credentials that pass the RPC's caller check (a service's for any other path)."""
+    rule = RULES.get(path)
+    if rule is None or rule.caller == access_pb2.CALLER_SERVICE:
+        return as_service()
+    return as_service_for("alice")
+
+
+def outcome(future: grpc.Future) -> grpc.StatusCode:
+    try:
+        future.result()
+    except grpc.RpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+@contextmanager
+def sqlite_write_lock(path: Path) -> Iterator[None]:
+    """Holds the database's write lock, so writes queue behind it."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        connection.execute("COMMIT")
+        connection.close()
+
+
+# --- a seeded world, read straight from the database ---------------------------------
+
+# thread -> (owner, runs)
+SEED_THREADS = {
+    "t-alice": ("alice", ["r-a1", "r-a2"]),
+    "t-bob": ("bob", ["r-b1"]),
+    "t-shared": ("", ["r-s1", "r-s2"]),
+    "t-carol": ("carol", []),
+}
+# (user, thread, run, message_id, rating, comment)
+SEED_FEEDBACK = [
+    ("alice", "t-alice", "r-a1", "", 1, "fine"),
+    ("alice", "t-alice", "r-a1", "m-1", -1, "this message was wrong"),
+    ("alice", "t-shared", "r-s1", "", -1, ""),
+    ("bob", "t-bob", "r-b1", "", 1, "👍"),
+    ("bob", "t-shared", "r-s1", "", 1, "agree"),
+    ("carol", "t-shared", "r-s2", "m-2", 1, "é" * 50),
+]
+SEED_RUNS = {run: thread for thread, (_, runs) in SEED_THREADS.items() for run in runs}
+USERS = ["alice", "bob", "carol"]
+SEED_PAIRS = sorted((thread, run) for run, thread in SEED_RUNS.items())
+
+Snapshot = dict[str, list[tuple]]
+
+
+def inspect_database(url: str) -> Database:
+    """A connection of the test's own to a server's database, on any backend,
+    for reading rows directly. Unlike open_database it leaves the models bound
+    to the server's database."""
+    return db_url.connect(url)
+
+
+@dataclass
+class SeededWorld:
+    """A server's client and its database, seeded with SEED_THREADS and SEED_FEEDBACK."""
+
+    client: Client
+    db: Database
+
+    def _rows(self, sql: str) -> list[tuple]:
+        return self.db.execute_sql(sql).fetchall()
+
+    def _quoted(self, name: str) -> str:
+        return f"{self.db.quote[0]}{name}{self.db.quote[1]}"
+
+    def snapshot(self) -> Snapshot:
+        """Every row of every table."""
+        tables = {}
+        for model in MODELS:
+            table, key = model._meta.table_name, model._meta.primary_key.column_name
+            query = f"SELECT * FROM {self._quoted(table)} ORDER BY {self._quoted(key)}"  # noqa: S608
+            tables[table] = self._rows(query)
+        return tables
+
+    def feedback_rows(self) -> list[tuple[str, str, str, str, str]]:
+        """(feedback_id, thread_id, run_id, user_id, message_id) of the oldest feedback."""
+        return self._rows(
+            "SELECT feedback_id, thread_id, run_id, user_id, message_id FROM feedback ORDER BY id LIMIT 50"
+        )
+
+    def seed_intact(self) -> bool:
+        threads = dict(self._rows("SELECT thread_id, owner_user_id FROM thread"))
+        runs = dict(self._rows("SELECT run_id, thread_id FROM run"))
+        keys = set(self._rows("SELECT user_id, thread_id, run_id, message_id FROM feedback"))
+        return (
+            all(threads.get(thread) == owner for thread, (owner, _) in SEED_THREADS.items())
+            and all(runs.get(run) == thread for run, thread in SEED_RUNS.items())
+            and all(tuple(seed[:4]) in keys for seed in SEED_FEEDBACK)
+        )
+
+    def reseed(self) -> None:
+        """Puts the seeded threads, runs and feedback back after a call that
+        succeeded changed them (say, DeleteThread on a seeded thread)."""
+        registry, feedback = self.client.registry, self.client.feedback
+        threads = dict(self._rows("SELECT thread_id, owner_user_id FROM thread"))
+        runs = dict(self._rows("SELECT run_id, thread_id FROM run"))
+        in_the_way = {t for t, (owner, _) in SEED_THREADS.items() if threads.get(t, owner) != owner}
+        in_the_way |= {runs[r] for r, t in SEED_RUNS.items() if runs.get(r, t) != t}
+        for thread in in_the_way:
+            registry.DeleteThread(registry_pb2.DeleteThreadRequest(thread_id=thread), metadata=as_service())
+        for thread, (owner, run_ids) in SEED_THREADS.items():
+            request = registry_pb2.RegisterThreadRequest(thread_id=thread, owner_user_id=owner)
+            registry.RegisterThread(request, metadata=as_service())
+            for run in run_ids:
+                registry.RegisterRun(
+                    registry_pb2.RegisterRunRequest(thread_id=thread, run_id=run), metadata=as_service()
+                )
+        for user, thread, run, message, rating, comment in SEED_FEEDBACK:
+            request = pb.UpsertFeedbackRequest(
+                thread_id=thread, run_id=run, message_id=message, rating=rating, comment=comment
+            )
+            feedback.UpsertFeedback(request, metadata=as_service_for(user))
+        assert self.seed_intact()

@@ -9,7 +9,6 @@ here (a field of a type not handled below fails the test loudly).
 """
 
 import base64
-import sqlite3
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,139 +16,49 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from feedback.v1 import access_pb2
 from feedback.v1 import feedback_pb2 as pb
-from feedback.v1 import thread_registry_pb2 as registry_pb2
-from feedback_service.auth.access import declared_rules
 from feedback_service.config import Settings
 from feedback_service.domain.pagination import encode_page_token
-from feedback_service.server import SERVICES
-from feedback_service.store.models import MODELS
 from tests.conftest import bad_fields
 from tests.harness import (
+    CLIENT_ERRORS,
     JWT_SECRET,
+    METHODS,
+    READ_ONLY,
+    SEED_PAIRS,
+    SEED_RUNS,
+    SEED_THREADS,
     SERVICE_TOKEN,
-    Client,
+    USERS,
+    SeededWorld,
     ServerThread,
     as_service,
     as_service_for,
     as_user,
     bearer,
+    caller_for,
+    inspect_database,
     running_server,
     server_settings,
     user_token,
 )
 
 Code = grpc.StatusCode
-CLIENT_ERRORS = {
-    Code.INVALID_ARGUMENT,
-    Code.UNAUTHENTICATED,
-    Code.PERMISSION_DENIED,
-    Code.NOT_FOUND,
-    Code.ALREADY_EXISTS,
-    Code.FAILED_PRECONDITION,
-}
 CALL_TIMEOUT_S = 20
 
-# Every RPC of both services, by path, from the descriptors.
-METHODS: dict[str, MethodDescriptor] = {
-    f"/{service.full_name}/{method.name}": method for service in SERVICES for method in service.methods
-}
-RULES = declared_rules(SERVICES)
-READ_ONLY = {
-    path for path, rule in RULES.items() if rule and rule.permission == access_pb2.PERMISSION_THREADS_READ
-}
-
-# --- the seeded world ------------------------------------------------------------------
-
-# thread -> (owner, runs)
-SEED_THREADS = {
-    "t-alice": ("alice", ["r-a1", "r-a2"]),
-    "t-bob": ("bob", ["r-b1"]),
-    "t-shared": ("", ["r-s1", "r-s2"]),
-    "t-carol": ("carol", []),
-}
-# (user, thread, run, message_id, rating, comment)
-SEED_FEEDBACK = [
-    ("alice", "t-alice", "r-a1", "", 1, "fine"),
-    ("alice", "t-alice", "r-a1", "m-1", -1, "this message was wrong"),
-    ("alice", "t-shared", "r-s1", "", -1, ""),
-    ("bob", "t-bob", "r-b1", "", 1, "👍"),
-    ("bob", "t-shared", "r-s1", "", 1, "agree"),
-    ("carol", "t-shared", "r-s2", "m-2", 1, "é" * 50),
-]
-SEED_RUNS = {run: thread for thread, (_, runs) in SEED_THREADS.items() for run in runs}
-USERS = ["alice", "bob", "carol"]
 KNOWN_IDS = [*SEED_THREADS, *SEED_RUNS, *USERS, "m-1", "m-2", "t-nobody", "r-nobody"]
-SEED_PAIRS = sorted((thread, run) for run, thread in SEED_RUNS.items())
-
-
-Snapshot = dict[str, list[tuple]]
 
 
 @dataclass
-class World:
+class World(SeededWorld):
     server: ServerThread
-    client: Client
     settings: Settings
-    db: sqlite3.Connection
-
-    def snapshot(self) -> Snapshot:
-        """Every row of every table, read straight from the database file."""
-        tables = {}
-        for model in MODELS:
-            table, key = model._meta.table_name, model._meta.primary_key.column_name
-            tables[table] = self.db.execute(f'SELECT * FROM "{table}" ORDER BY "{key}"').fetchall()  # noqa: S608
-        return tables
-
-    def feedback_rows(self) -> list[tuple[str, str, str, str, str]]:
-        """(feedback_id, thread_id, run_id, user_id, message_id) of the oldest feedback."""
-        query = (
-            'SELECT feedback_id, thread_id, run_id, user_id, message_id FROM "feedback" ORDER BY id LIMIT 50'
-        )
-        return self.db.execute(query).fetchall()
-
-    def seed_intact(self) -> bool:
-        threads = dict(self.db.execute('SELECT thread_id, owner_user_id FROM "thread"').fetchall())
-        runs = dict(self.db.execute('SELECT run_id, thread_id FROM "run"').fetchall())
-        keys = set(
-            self.db.execute('SELECT user_id, thread_id, run_id, message_id FROM "feedback"').fetchall()
-        )
-        return (
-            all(threads.get(thread) == owner for thread, (owner, _) in SEED_THREADS.items())
-            and all(runs.get(run) == thread for run, thread in SEED_RUNS.items())
-            and all(tuple(seed[:4]) in keys for seed in SEED_FEEDBACK)
-        )
-
-    def reseed(self) -> None:
-        """Puts the seeded threads, runs and feedback back after a call that
-        succeeded changed them (say, DeleteThread on a seeded thread)."""
-        registry, feedback = self.client.registry, self.client.feedback
-        threads = dict(self.db.execute('SELECT thread_id, owner_user_id FROM "thread"').fetchall())
-        runs = dict(self.db.execute('SELECT run_id, thread_id FROM "run"').fetchall())
-        in_the_way = {t for t, (owner, _) in SEED_THREADS.items() if threads.get(t, owner) != owner}
-        in_the_way |= {runs[r] for r, t in SEED_RUNS.items() if runs.get(r, t) != t}
-        for thread in in_the_way:
-            registry.DeleteThread(registry_pb2.DeleteThreadRequest(thread_id=thread), metadata=as_service())
-        for thread, (owner, run_ids) in SEED_THREADS.items():
-            request = registry_pb2.RegisterThreadRequest(thread_id=thread, owner_user_id=owner)
-            registry.RegisterThread(request, metadata=as_service())
-            for run in run_ids:
-                registry.RegisterRun(
-                    registry_pb2.RegisterRunRequest(thread_id=thread, run_id=run), metadata=as_service()
-                )
-        for user, thread, run, message, rating, comment in SEED_FEEDBACK:
-            request = pb.UpsertFeedbackRequest(
-                thread_id=thread, run_id=run, message_id=message, rating=rating, comment=comment
-            )
-            feedback.UpsertFeedback(request, metadata=as_service_for(user))
-        assert self.seed_intact()
 
 
 @pytest.fixture(scope="module")
@@ -158,9 +67,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     data_dir: Path = tmp_path_factory.mktemp("hostile")
     settings_ = server_settings(data_dir)
     with running_server(settings_) as (server, client):
-        db = sqlite3.connect(data_dir / "feedback.db")
+        db = inspect_database(settings_.effective_database_url())
         try:
-            world = World(server, client, settings_, db)
+            world = World(client, db, server, settings_)
             world.reseed()
             yield world
         finally:
@@ -600,7 +509,7 @@ def test_forged_page_tokens_use_the_service_scope(world: World):
             request = pb.ListFeedbackRequest(thread_id=thread, run_id=run, page_size=1)
             response = world.client.feedback.ListFeedback(request, metadata=caller.metadata)
         assert response.next_page_token, "the seeded thread should have two pages"
-        (row_id,) = world.db.execute(
+        (row_id,) = world.db.execute_sql(
             'SELECT id FROM "feedback" WHERE feedback_id = ?', (response.feedback[0].feedback_id,)
         ).fetchone()
         assert response.next_page_token == encode_page_token(page_scope(thread, run, caller.viewer), row_id)
@@ -624,12 +533,6 @@ def test_a_page_token_past_64_bit_row_ids_is_invalid_argument(world: World, run_
 
 
 # --- 3: oversize messages and metadata ------------------------------------------------------------
-
-
-def caller_for(path: str) -> list[tuple[str, str]]:
-    """Credentials that pass the RPC's caller check."""
-    rule = RULES[path]
-    return as_service() if rule.caller == access_pb2.CALLER_SERVICE else as_service_for("alice")
 
 
 def padded(path: str, size: int) -> Message:

@@ -8,7 +8,6 @@ import sqlite3
 import threading
 import time
 import urllib.request
-from contextlib import contextmanager
 
 import grpc
 import pytest
@@ -22,41 +21,17 @@ from tests.harness import (
     ServiceProcess,
     as_service,
     as_user,
+    outcome,
     running_server,
     server_settings,
+    sqlite_write_lock,
+    wait_until,
 )
-
-
-@contextmanager
-def sqlite_write_lock(path):
-    """Holds the database's write lock, so writes queue behind it."""
-    connection = sqlite3.connect(path, isolation_level=None)
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        connection.execute("COMMIT")
-        connection.close()
 
 
 def create_future(client: Client, user: str, timeout: float = 20):
     request = pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1, comment=f"by {user}")
     return client.feedback.CreateFeedback.future(request, metadata=as_user(user), timeout=timeout)
-
-
-def outcome(future) -> grpc.StatusCode:
-    try:
-        future.result()
-    except grpc.RpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
-
-
-def wait_until(predicate, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def test_sigterm_finishes_in_flight_calls_refuses_new_ones_and_exits_0(tmp_path):
