@@ -33,7 +33,8 @@ NEW_ROUTES = {
 }
 
 FEEDBACK_SERVICE = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"]
-PATTERNS = ("get", "put", "post", "delete", "patch", "custom")
+# HTTP methods a rule may name; `custom` (any other verb) is not used here.
+METHODS = ("get", "put", "post", "delete", "patch")
 
 
 def rule_of(method) -> http_pb2.HttpRule | None:
@@ -45,7 +46,7 @@ def rule_of(method) -> http_pb2.HttpRule | None:
 
 def route(rule: http_pb2.HttpRule) -> tuple[str, str]:
     pattern = rule.WhichOneof("pattern")
-    assert pattern in PATTERNS[:-1], f"unexpected pattern {pattern}"
+    assert pattern in METHODS, f"unexpected pattern {pattern}"
     return pattern.upper(), getattr(rule, pattern)
 
 
