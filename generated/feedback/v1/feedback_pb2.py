@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from feedback.v1 import access_pb2 as feedback_dot_v1_dot_access__pb2
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x65\x64\x62\x61\x63k/v1/feedback.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x18\x66\x65\x65\x64\x62\x61\x63k/v1/access.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x01\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x13\n\x0b\x66\x65\x65\x64\x62\x61\x63k_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\x12\x0e\n\x06rating\x18\x06 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"o\n\x15\x43reateFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06rating\x18\x03 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\"o\n\x15UpsertFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06rating\x18\x03 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\"_\n\x13ListFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"X\n\x14ListFeedbackResponse\x12\'\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x03(\x0b\x32\x15.feedback.v1.Feedback\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x17GetFeedbackStatsRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\"R\n\rFeedbackStats\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x10\n\x08positive\x18\x03 \x01(\x05\x12\x10\n\x08negative\x18\x04 \x01(\x05\"O\n\x15\x44\x65leteFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66\x65\x65\x64\x62\x61\x63k_id\x18\x03 \x01(\t\"=\n\x18\x44\x65leteRunFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\")\n\x16\x44\x65leteFeedbackResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\"U\n\x19ListThreadFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"^\n\x1aListThreadFeedbackResponse\x12\'\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x03(\x0b\x32\x15.feedback.v1.Feedback\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x1c\x42\x61tchGetFeedbackStatsRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0f\n\x07run_ids\x18\x02 \x03(\t\"J\n\x1d\x42\x61tchGetFeedbackStatsResponse\x12)\n\x05stats\x18\x01 \x03(\x0b\x32\x1a.feedback.v1.FeedbackStats2\xc9\x06\n\x0f\x46\x65\x65\x64\x62\x61\x63kService\x12W\n\x0e\x43reateFeedback\x12\".feedback.v1.CreateFeedbackRequest\x1a\x15.feedback.v1.Feedback\"\n\x8a\xb5\x18\x06\x08\x02\x10\x03\x18\x02\x12W\n\x0eUpsertFeedback\x12\".feedback.v1.UpsertFeedbackRequest\x1a\x15.feedback.v1.Feedback\"\n\x8a\xb5\x18\x06\x08\x02\x10\x03\x18\x02\x12_\n\x0cListFeedback\x12 .feedback.v1.ListFeedbackRequest\x1a!.feedback.v1.ListFeedbackResponse\"\n\x8a\xb5\x18\x06\x08\x01\x10\x02\x18\x01\x12`\n\x10GetFeedbackStats\x12$.feedback.v1.GetFeedbackStatsRequest\x1a\x1a.feedback.v1.FeedbackStats\"\n\x8a\xb5\x18\x06\x08\x01\x10\x02\x18\x01\x12\x65\n\x0e\x44\x65leteFeedback\x12\".feedback.v1.DeleteFeedbackRequest\x1a#.feedback.v1.DeleteFeedbackResponse\"\n\x8a\xb5\x18\x06\x08\x03\x10\x03\x18\x02\x12k\n\x11\x44\x65leteRunFeedback\x12%.feedback.v1.DeleteRunFeedbackRequest\x1a#.feedback.v1.DeleteFeedbackResponse\"\n\x8a\xb5\x18\x06\x08\x03\x10\x03\x18\x02\x12q\n\x12ListThreadFeedback\x12&.feedback.v1.ListThreadFeedbackRequest\x1a\'.feedback.v1.ListThreadFeedbackResponse\"\n\x8a\xb5\x18\x06\x08\x01\x10\x02\x18\x01\x12z\n\x15\x42\x61tchGetFeedbackStats\x12).feedback.v1.BatchGetFeedbackStatsRequest\x1a*.feedback.v1.BatchGetFeedbackStatsResponse\"\n\x8a\xb5\x18\x06\x08\x01\x10\x02\x18\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x65\x64\x62\x61\x63k/v1/feedback.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x18\x66\x65\x65\x64\x62\x61\x63k/v1/access.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x01\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x13\n\x0b\x66\x65\x65\x64\x62\x61\x63k_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\x12\x0e\n\x06rating\x18\x06 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"o\n\x15\x43reateFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06rating\x18\x03 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\"o\n\x15UpsertFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06rating\x18\x03 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\"_\n\x13ListFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"X\n\x14ListFeedbackResponse\x12\'\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x03(\x0b\x32\x15.feedback.v1.Feedback\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x17GetFeedbackStatsRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\"R\n\rFeedbackStats\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x10\n\x08positive\x18\x03 \x01(\x05\x12\x10\n\x08negative\x18\x04 \x01(\x05\"O\n\x15\x44\x65leteFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66\x65\x65\x64\x62\x61\x63k_id\x18\x03 \x01(\t\"=\n\x18\x44\x65leteRunFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\")\n\x16\x44\x65leteFeedbackResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\"U\n\x19ListThreadFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"^\n\x1aListThreadFeedbackResponse\x12\'\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x03(\x0b\x32\x15.feedback.v1.Feedback\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x1c\x42\x61tchGetFeedbackStatsRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0f\n\x07run_ids\x18\x02 \x03(\t\"J\n\x1d\x42\x61tchGetFeedbackStatsResponse\x12)\n\x05stats\x18\x01 \x03(\x0b\x32\x1a.feedback.v1.FeedbackStats2\xa3\n\n\x0f\x46\x65\x65\x64\x62\x61\x63kService\x12\x91\x01\n\x0e\x43reateFeedback\x12\".feedback.v1.CreateFeedbackRequest\x1a\x15.feedback.v1.Feedback\"D\x8a\xb5\x18\x06\x08\x02\x10\x03\x18\x02\x82\xd3\xe4\x93\x02\x34\"//api/threads/{thread_id}/runs/{run_id}/feedback:\x01*\x12\x91\x01\n\x0eUpsertFeedback\x12\".feedback.v1.UpsertFeedbackRequest\x1a\x15.feedback.v1.Feedback\"D\x8a\xb5\x18\x06\x08\x02\x10\x03\x18\x02\x82\xd3\xe4\x93\x02\x34\x1a//api/threads/{thread_id}/runs/{run_id}/feedback:\x01*\x12\xa0\x01\n\x0cListFeedback\x12 .feedback.v1.ListFeedbackRequest\x1a!.feedback.v1.ListFeedbackResponse\"K\x8a\xb5\x18\x06\x08\x01\x10\x02\x18\x01\x82\xd3\xe4\x93\x02;\x12//api/threads/{thread_id}/runs/{run_id}/feedbackb\x08\x66\x65\x65\x64\x62\x61\x63k\x12\x9d\x01\n\x10GetFeedbackStats\x12$.feedback.v1.GetFeedbackStatsRequest\x1a\x1a.feedback.v1.FeedbackStats\"G\x8a\xb5\x18\x06\x08\x01\x10\x02\x18\x01\x82\xd3\xe4\x93\x02\x37\x12\x35/api/threads/{thread_id}/runs/{run_id}/feedback/stats\x12\xaa\x01\n\x0e\x44\x65leteFeedback\x12\".feedback.v1.DeleteFeedbackRequest\x1a#.feedback.v1.DeleteFeedbackResponse\"O\x8a\xb5\x18\x06\x08\x03\x10\x03\x18\x02\x82\xd3\xe4\x93\x02?*=/api/threads/{thread_id}/runs/{run_id}/feedback/{feedback_id}\x12\xa2\x01\n\x11\x44\x65leteRunFeedback\x12%.feedback.v1.DeleteRunFeedbackRequest\x1a#.feedback.v1.DeleteFeedbackResponse\"A\x8a\xb5\x18\x06\x08\x03\x10\x03\x18\x02\x82\xd3\xe4\x93\x02\x31*//api/threads/{thread_id}/runs/{run_id}/feedback\x12\x9a\x01\n\x12ListThreadFeedback\x12&.feedback.v1.ListThreadFeedbackRequest\x1a\'.feedback.v1.ListThreadFeedbackResponse\"3\x8a\xb5\x18\x06\x08\x01\x10\x02\x18\x01\x82\xd3\xe4\x93\x02#\x12!/api/threads/{thread_id}/feedback\x12\xb5\x01\n\x15\x42\x61tchGetFeedbackStats\x12).feedback.v1.BatchGetFeedbackStatsRequest\x1a*.feedback.v1.BatchGetFeedbackStatsResponse\"E\x8a\xb5\x18\x06\x08\x01\x10\x02\x18\x01\x82\xd3\xe4\x93\x02\x35\"0/api/threads/{thread_id}/feedback/stats:batchGet:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,49 +35,49 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'feedback.v1.feedback_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FEEDBACKSERVICE'].methods_by_name['CreateFeedback']._loaded_options = None
-  _globals['_FEEDBACKSERVICE'].methods_by_name['CreateFeedback']._serialized_options = b'\212\265\030\006\010\002\020\003\030\002'
+  _globals['_FEEDBACKSERVICE'].methods_by_name['CreateFeedback']._serialized_options = b'\212\265\030\006\010\002\020\003\030\002\202\323\344\223\0024\"//api/threads/{thread_id}/runs/{run_id}/feedback:\001*'
   _globals['_FEEDBACKSERVICE'].methods_by_name['UpsertFeedback']._loaded_options = None
-  _globals['_FEEDBACKSERVICE'].methods_by_name['UpsertFeedback']._serialized_options = b'\212\265\030\006\010\002\020\003\030\002'
+  _globals['_FEEDBACKSERVICE'].methods_by_name['UpsertFeedback']._serialized_options = b'\212\265\030\006\010\002\020\003\030\002\202\323\344\223\0024\032//api/threads/{thread_id}/runs/{run_id}/feedback:\001*'
   _globals['_FEEDBACKSERVICE'].methods_by_name['ListFeedback']._loaded_options = None
-  _globals['_FEEDBACKSERVICE'].methods_by_name['ListFeedback']._serialized_options = b'\212\265\030\006\010\001\020\002\030\001'
+  _globals['_FEEDBACKSERVICE'].methods_by_name['ListFeedback']._serialized_options = b'\212\265\030\006\010\001\020\002\030\001\202\323\344\223\002;\022//api/threads/{thread_id}/runs/{run_id}/feedbackb\010feedback'
   _globals['_FEEDBACKSERVICE'].methods_by_name['GetFeedbackStats']._loaded_options = None
-  _globals['_FEEDBACKSERVICE'].methods_by_name['GetFeedbackStats']._serialized_options = b'\212\265\030\006\010\001\020\002\030\001'
+  _globals['_FEEDBACKSERVICE'].methods_by_name['GetFeedbackStats']._serialized_options = b'\212\265\030\006\010\001\020\002\030\001\202\323\344\223\0027\0225/api/threads/{thread_id}/runs/{run_id}/feedback/stats'
   _globals['_FEEDBACKSERVICE'].methods_by_name['DeleteFeedback']._loaded_options = None
-  _globals['_FEEDBACKSERVICE'].methods_by_name['DeleteFeedback']._serialized_options = b'\212\265\030\006\010\003\020\003\030\002'
+  _globals['_FEEDBACKSERVICE'].methods_by_name['DeleteFeedback']._serialized_options = b'\212\265\030\006\010\003\020\003\030\002\202\323\344\223\002?*=/api/threads/{thread_id}/runs/{run_id}/feedback/{feedback_id}'
   _globals['_FEEDBACKSERVICE'].methods_by_name['DeleteRunFeedback']._loaded_options = None
-  _globals['_FEEDBACKSERVICE'].methods_by_name['DeleteRunFeedback']._serialized_options = b'\212\265\030\006\010\003\020\003\030\002'
+  _globals['_FEEDBACKSERVICE'].methods_by_name['DeleteRunFeedback']._serialized_options = b'\212\265\030\006\010\003\020\003\030\002\202\323\344\223\0021*//api/threads/{thread_id}/runs/{run_id}/feedback'
   _globals['_FEEDBACKSERVICE'].methods_by_name['ListThreadFeedback']._loaded_options = None
-  _globals['_FEEDBACKSERVICE'].methods_by_name['ListThreadFeedback']._serialized_options = b'\212\265\030\006\010\001\020\002\030\001'
+  _globals['_FEEDBACKSERVICE'].methods_by_name['ListThreadFeedback']._serialized_options = b'\212\265\030\006\010\001\020\002\030\001\202\323\344\223\002#\022!/api/threads/{thread_id}/feedback'
   _globals['_FEEDBACKSERVICE'].methods_by_name['BatchGetFeedbackStats']._loaded_options = None
-  _globals['_FEEDBACKSERVICE'].methods_by_name['BatchGetFeedbackStats']._serialized_options = b'\212\265\030\006\010\001\020\002\030\001'
-  _globals['_FEEDBACK']._serialized_start=103
-  _globals['_FEEDBACK']._serialized_end=335
-  _globals['_CREATEFEEDBACKREQUEST']._serialized_start=337
-  _globals['_CREATEFEEDBACKREQUEST']._serialized_end=448
-  _globals['_UPSERTFEEDBACKREQUEST']._serialized_start=450
-  _globals['_UPSERTFEEDBACKREQUEST']._serialized_end=561
-  _globals['_LISTFEEDBACKREQUEST']._serialized_start=563
-  _globals['_LISTFEEDBACKREQUEST']._serialized_end=658
-  _globals['_LISTFEEDBACKRESPONSE']._serialized_start=660
-  _globals['_LISTFEEDBACKRESPONSE']._serialized_end=748
-  _globals['_GETFEEDBACKSTATSREQUEST']._serialized_start=750
-  _globals['_GETFEEDBACKSTATSREQUEST']._serialized_end=810
-  _globals['_FEEDBACKSTATS']._serialized_start=812
-  _globals['_FEEDBACKSTATS']._serialized_end=894
-  _globals['_DELETEFEEDBACKREQUEST']._serialized_start=896
-  _globals['_DELETEFEEDBACKREQUEST']._serialized_end=975
-  _globals['_DELETERUNFEEDBACKREQUEST']._serialized_start=977
-  _globals['_DELETERUNFEEDBACKREQUEST']._serialized_end=1038
-  _globals['_DELETEFEEDBACKRESPONSE']._serialized_start=1040
-  _globals['_DELETEFEEDBACKRESPONSE']._serialized_end=1081
-  _globals['_LISTTHREADFEEDBACKREQUEST']._serialized_start=1083
-  _globals['_LISTTHREADFEEDBACKREQUEST']._serialized_end=1168
-  _globals['_LISTTHREADFEEDBACKRESPONSE']._serialized_start=1170
-  _globals['_LISTTHREADFEEDBACKRESPONSE']._serialized_end=1264
-  _globals['_BATCHGETFEEDBACKSTATSREQUEST']._serialized_start=1266
-  _globals['_BATCHGETFEEDBACKSTATSREQUEST']._serialized_end=1332
-  _globals['_BATCHGETFEEDBACKSTATSRESPONSE']._serialized_start=1334
-  _globals['_BATCHGETFEEDBACKSTATSRESPONSE']._serialized_end=1408
-  _globals['_FEEDBACKSERVICE']._serialized_start=1411
-  _globals['_FEEDBACKSERVICE']._serialized_end=2252
+  _globals['_FEEDBACKSERVICE'].methods_by_name['BatchGetFeedbackStats']._serialized_options = b'\212\265\030\006\010\001\020\002\030\001\202\323\344\223\0025\"0/api/threads/{thread_id}/feedback/stats:batchGet:\001*'
+  _globals['_FEEDBACK']._serialized_start=133
+  _globals['_FEEDBACK']._serialized_end=365
+  _globals['_CREATEFEEDBACKREQUEST']._serialized_start=367
+  _globals['_CREATEFEEDBACKREQUEST']._serialized_end=478
+  _globals['_UPSERTFEEDBACKREQUEST']._serialized_start=480
+  _globals['_UPSERTFEEDBACKREQUEST']._serialized_end=591
+  _globals['_LISTFEEDBACKREQUEST']._serialized_start=593
+  _globals['_LISTFEEDBACKREQUEST']._serialized_end=688
+  _globals['_LISTFEEDBACKRESPONSE']._serialized_start=690
+  _globals['_LISTFEEDBACKRESPONSE']._serialized_end=778
+  _globals['_GETFEEDBACKSTATSREQUEST']._serialized_start=780
+  _globals['_GETFEEDBACKSTATSREQUEST']._serialized_end=840
+  _globals['_FEEDBACKSTATS']._serialized_start=842
+  _globals['_FEEDBACKSTATS']._serialized_end=924
+  _globals['_DELETEFEEDBACKREQUEST']._serialized_start=926
+  _globals['_DELETEFEEDBACKREQUEST']._serialized_end=1005
+  _globals['_DELETERUNFEEDBACKREQUEST']._serialized_start=1007
+  _globals['_DELETERUNFEEDBACKREQUEST']._serialized_end=1068
+  _globals['_DELETEFEEDBACKRESPONSE']._serialized_start=1070
+  _globals['_DELETEFEEDBACKRESPONSE']._serialized_end=1111
+  _globals['_LISTTHREADFEEDBACKREQUEST']._serialized_start=1113
+  _globals['_LISTTHREADFEEDBACKREQUEST']._serialized_end=1198
+  _globals['_LISTTHREADFEEDBACKRESPONSE']._serialized_start=1200
+  _globals['_LISTTHREADFEEDBACKRESPONSE']._serialized_end=1294
+  _globals['_BATCHGETFEEDBACKSTATSREQUEST']._serialized_start=1296
+  _globals['_BATCHGETFEEDBACKSTATSREQUEST']._serialized_end=1362
+  _globals['_BATCHGETFEEDBACKSTATSRESPONSE']._serialized_start=1364
+  _globals['_BATCHGETFEEDBACKSTATSRESPONSE']._serialized_end=1438
+  _globals['_FEEDBACKSERVICE']._serialized_start=1441
+  _globals['_FEEDBACKSERVICE']._serialized_end=2756
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,7 @@
 import datetime
 
 from feedback.v1 import access_pb2 as _access_pb2
+from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
