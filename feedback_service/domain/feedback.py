@@ -68,12 +68,11 @@ class FeedbackRules:
         self,
         access: Access,
         draft: FeedbackDraft,
-        query: Callable[[FeedbackDraft], FeedbackRow],
+        query: Callable[[FeedbackDraft, bool], FeedbackRow],
         method: str,
         deadline: float | None,
     ) -> FeedbackRow:
-        await self._check_thread(access, draft.thread_id, deadline)
-        row = await self._store.write(query, draft, deadline=deadline)
+        row = await self._store.write(query, draft, access.checks_thread, deadline=deadline)
         FEEDBACK_WRITTEN.labels(method, RATING_LABELS[row.rating]).inc()
         return row
 
@@ -119,10 +118,17 @@ class FeedbackRules:
         # Newlines cannot occur in ids, so distinct queries never share a scope.
         scope = "\n".join((thread_id, run_id or "", viewer or ""))
         after_id = decode_page_token(scope, token)
-        await self._check_thread(access, thread_id, deadline)
-        rows = await self._store.read(
-            queries.feedback_page, thread_id, run_id, viewer, after_id, size + 1, deadline=deadline
+        owner, rows = await self._store.read(
+            queries.feedback_page,
+            thread_id,
+            run_id,
+            viewer,
+            after_id,
+            size + 1,
+            access.checks_thread,
+            deadline=deadline,
         )
+        access.check_thread(thread_id, owner)
         # At most `size` rows, and fewer when they would pass the byte budget.
         fitting = within_budget([row.comment for row in rows[:size]])
         if fitting == len(rows):
@@ -154,8 +160,10 @@ class FeedbackRules:
     async def _stats(
         self, access: Access, thread_id: str, run_ids: list[str], deadline: float | None
     ) -> list[RunStats]:
-        await self._check_thread(access, thread_id, deadline)
-        counted = await self._store.read(queries.stats_for_runs, thread_id, run_ids, deadline=deadline)
+        owner, counted = await self._store.read(
+            queries.stats_for_runs, thread_id, run_ids, access.checks_thread, deadline=deadline
+        )
+        access.check_thread(thread_id, owner)
         return [counted[run_id] for run_id in run_ids]
 
     async def delete(
@@ -168,9 +176,14 @@ class FeedbackRules:
         check.id("feedback_id", feedback_id)
         check.done()
         user = access.acting_user()
-        await self._check_thread(access, thread_id, deadline)
         deleted = await self._store.write(
-            queries.delete_feedback, thread_id, run_id, feedback_id, user, deadline=deadline
+            queries.delete_feedback,
+            thread_id,
+            run_id,
+            feedback_id,
+            user,
+            access.checks_thread,
+            deadline=deadline,
         )
         if not deleted:
             raise NotFound(f"feedback {feedback_id} not found in run {run_id}")
@@ -184,17 +197,11 @@ class FeedbackRules:
         check.id("run_id", run_id)
         check.done()
         user = access.acting_user()
-        await self._check_thread(access, thread_id, deadline)
         deleted = await self._store.write(
-            queries.delete_run_feedback, thread_id, run_id, user, deadline=deadline
+            queries.delete_run_feedback, thread_id, run_id, user, access.checks_thread, deadline=deadline
         )
         if not deleted:
             raise NotFound(f"no feedback of yours found on run {run_id}")
-
-    async def _check_thread(self, access: Access, thread_id: str, deadline: float | None) -> None:
-        if access.checks_thread:
-            owner = await self._store.read(queries.thread_owner, thread_id, deadline=deadline)
-            access.check_thread(thread_id, owner)
 
 
 def _draft(

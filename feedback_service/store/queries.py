@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from peewee import Case, IntegrityError, Value, fn
+from peewee import JOIN, SQL, Case, IntegrityError, Select, Value, fn
 
 from feedback_service.domain.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from feedback_service.domain.records import FeedbackDraft, FeedbackRow, RunRecord, RunStats, ThreadRecord
@@ -151,18 +151,59 @@ INSERTED_FIELDS = tuple(column.column_name for column in INSERTED_COLUMNS)
 FEEDBACK_KEY = (Feedback.thread_id, Feedback.run, Feedback.user_id, Feedback.message_id)
 
 
-def _insert_if_run_in_thread(thread_id, run_id, values):
+# --- the thread rule, inside each statement ---------------------------------------
+#
+# domain/access.py states the rule: a user may write on a registered thread
+# that they own or that is shared, and read those and unregistered ones. Each
+# statement below applies it itself, so an RPC is one round trip and no
+# concurrent DeleteThread or re-registration can slip between a check and the
+# work. `user_id` None: a service acting as itself, which is not checked.
+
+
+def _owned_or_shared(user_id: str):
+    return Thread.owner_user_id.in_(["", user_id])
+
+
+def _with_owner(thread_id: str, data: Select, columns: list[str], order_by: str | None = None) -> Select:
+    """`data` with the thread's owner beside each row: at least one row, whose
+    data columns are NULL when `data` has none, and whose owner is NULL when
+    the thread is not registered. `order_by` names a data column."""
+    seed = Select(columns=[Value(thread_id).alias("thread_id")]).alias("q")
+    thread = Thread.alias("t")
+    data = data.alias("d")
+    query = (
+        Select(from_list=[seed], columns=[thread.owner_user_id, *(data.c[c] for c in columns)])
+        .join(thread, JOIN.LEFT_OUTER, on=thread.thread_id == seed.c.thread_id)
+        .join(data, JOIN.LEFT_OUTER, on=SQL("1 = 1"))
+        .bind(database)
+    )
+    return query.order_by(data.c[order_by]) if order_by else query
+
+
+def _split_owner(rows: list[tuple]) -> tuple[str | None, list[tuple]]:
+    """(owner, the data rows) from a `_with_owner` result."""
+    return rows[0][0], [row[1:] for row in rows if row[1] is not None]
+
+
+# --- feedback writes ---------------------------------------------------------------
+
+
+def _insert_if_run_in_thread(thread_id, run_id, user_id, values):
     """INSERT ... SELECT ... FROM run: inserts `values` (one per
-    INSERTED_COLUMNS) only if the run belongs to the thread, in one statement
-    (0 rows inserted: no such run in that thread)."""
-    source = Run.select(*(Value(v) for v in values)).where((Run.run_id == run_id) & (Run.thread == thread_id))
-    return Feedback.insert_from(source, INSERTED_COLUMNS)
+    INSERTED_COLUMNS) only if the run belongs to the thread and, for a user,
+    the thread is theirs or shared, in one statement (0 rows inserted: not so)."""
+    where = (Run.run_id == run_id) & (Run.thread == thread_id)
+    source = Run.select(*(Value(v) for v in values))
+    if user_id is not None:
+        source = source.join(Thread, on=Run.thread == Thread.thread_id)
+        where &= _owned_or_shared(user_id)
+    return Feedback.insert_from(source.where(where), INSERTED_COLUMNS)
 
 
-def _upsert_if_run_in_thread(thread_id, run_id, values):
+def _upsert_if_run_in_thread(thread_id, run_id, user_id, values):
     """The same insert, updating the existing row of the key instead of failing."""
     return database.upsert(
-        _insert_if_run_in_thread(thread_id, run_id, values),
+        _insert_if_run_in_thread(thread_id, run_id, user_id, values),
         key=FEEDBACK_KEY,
         preserve=(Feedback.rating, Feedback.comment, Feedback.updated_at),
         returning=FEEDBACK_COLUMNS,
@@ -185,14 +226,29 @@ def _inserted_values(row: FeedbackRow) -> list[object]:
     return [getattr(row, field) for field in INSERTED_FIELDS]
 
 
-def create_feedback(draft: FeedbackDraft) -> FeedbackRow:
-    """Inserts new feedback; an existing one for the same key is ALREADY_EXISTS."""
+def _refuse_thread(thread_id: str, user_id: str | None) -> None:
+    """After a write changed nothing, says why when the thread rule was the
+    reason (a second statement, on this failure path only)."""
+    if user_id is not None and thread_owner(thread_id) not in ("", user_id):
+        raise NotFound(f"thread {thread_id} not found")
+
+
+def _not_found(draft: FeedbackDraft, user_id: str | None) -> NotFound:
+    _refuse_thread(draft.thread_id, user_id)
+    return NotFound(f"run {draft.run_id} not found in thread {draft.thread_id}")
+
+
+def create_feedback(draft: FeedbackDraft, checked: bool) -> FeedbackRow:
+    """Inserts new feedback; an existing one for the same key is
+    ALREADY_EXISTS. `checked`: apply the thread rule for the draft's user."""
     row = _new_row(draft)
+    user_id = draft.user_id if checked else None
     try:
-        statement = _INSERT_IF_RUN(draft.thread_id, draft.run_id, _inserted_values(row))
+        statement = _INSERT_IF_RUN(draft.thread_id, draft.run_id, user_id, _inserted_values(row))
         inserted = database.execute_sql(*statement).rowcount
     except IntegrityError as exc:
-        # The unique key collided, or the run vanished under a concurrent delete.
+        # The unique key collided (the thread rule passed, as the row was
+        # selected), or the run vanished under a concurrent delete.
         _require_run(draft.thread_id, draft.run_id)
         raise AlreadyExists(
             "feedback by this user on this run"
@@ -200,43 +256,73 @@ def create_feedback(draft: FeedbackDraft) -> FeedbackRow:
             + " already exists; use UpsertFeedback to change it"
         ) from exc
     if inserted != 1:
-        raise NotFound(f"run {draft.run_id} not found in thread {draft.thread_id}")
+        raise _not_found(draft, user_id)
     return row
 
 
-def upsert_feedback(draft: FeedbackDraft) -> FeedbackRow:
+def upsert_feedback(draft: FeedbackDraft, checked: bool) -> FeedbackRow:
     """Creates or updates the feedback for the draft's key in one statement
     (two in one transaction where the dialect cannot return the row)."""
-    statement = _UPSERT_IF_RUN(draft.thread_id, draft.run_id, _inserted_values(_new_row(draft)))
+    user_id = draft.user_id if checked else None
+    statement = _UPSERT_IF_RUN(draft.thread_id, draft.run_id, user_id, _inserted_values(_new_row(draft)))
     key = (draft.thread_id, draft.run_id, draft.user_id, draft.message_id)
     try:
         stored = database.run_upsert(statement, lambda: database.execute_sql(*_BY_KEY(*key)).fetchone())
-    except IntegrityError:
+    except IntegrityError as exc:
         # Only the foreign key can fail here: the run vanished under a concurrent delete.
-        _require_run(draft.thread_id, draft.run_id)
-        raise
-    if stored is None:  # nothing inserted or updated: the run is not in the thread
-        raise NotFound(f"run {draft.run_id} not found in thread {draft.thread_id}")
+        raise _not_found(draft, user_id) from exc
+    if stored is None:  # nothing inserted or updated: the run is not in the thread, or not theirs
+        raise _not_found(draft, user_id)
     return FeedbackRow._make(stored)
 
 
-def delete_feedback(thread_id: str, run_id: str, feedback_id: str, user_id: str) -> int:
-    """Deletes one feedback of the user on that thread and run; returns rows deleted."""
-    where = (
+def _in_their_thread(thread_id: str, user_id: str | None):
+    """For a user, the thread must be theirs or shared (see the rule above)."""
+    if user_id is None:
+        return SQL("1 = 1")
+    owned = Thread.select(Thread.thread_id).where((Thread.thread_id == thread_id) & _owned_or_shared(user_id))
+    return Feedback.thread_id.in_(owned)
+
+
+_DELETE_ONE = Prepared(
+    lambda thread_id, run_id, feedback_id, user_id, checked_user: Feedback.delete().where(
         (Feedback.feedback_id == feedback_id)
         & (Feedback.thread_id == thread_id)
         & (Feedback.run == run_id)
         & (Feedback.user_id == user_id)
+        & _in_their_thread(thread_id, checked_user)
     )
-    with database.atomic():  # on SQLite, takes the write lock before reading
-        return Feedback.delete().where(where).execute()
+)
+_DELETE_RUN = Prepared(
+    lambda thread_id, run_id, user_id, checked_user: Feedback.delete().where(
+        (Feedback.thread_id == thread_id)
+        & (Feedback.run == run_id)
+        & (Feedback.user_id == user_id)
+        & _in_their_thread(thread_id, checked_user)
+    )
+)
 
 
-def delete_run_feedback(thread_id: str, run_id: str, user_id: str) -> int:
-    """Deletes all of the user's feedback on a run; returns rows deleted."""
-    where = (Feedback.thread_id == thread_id) & (Feedback.run == run_id) & (Feedback.user_id == user_id)
-    with database.atomic():
-        return Feedback.delete().where(where).execute()
+def delete_feedback(thread_id: str, run_id: str, feedback_id: str, user_id: str, checked: bool) -> int:
+    """Deletes one feedback of the user on that thread and run, if the thread
+    rule lets them (`checked`: else NOT_FOUND); returns rows deleted."""
+    checked_user = user_id if checked else None
+    deleted = database.execute_sql(
+        *_DELETE_ONE(thread_id, run_id, feedback_id, user_id, checked_user)
+    ).rowcount
+    if not deleted:
+        _refuse_thread(thread_id, checked_user)
+    return deleted
+
+
+def delete_run_feedback(thread_id: str, run_id: str, user_id: str, checked: bool) -> int:
+    """Deletes all of the user's feedback on a run, if the thread rule lets
+    them (`checked`: else NOT_FOUND); returns rows deleted."""
+    checked_user = user_id if checked else None
+    deleted = database.execute_sql(*_DELETE_RUN(thread_id, run_id, user_id, checked_user)).rowcount
+    if not deleted:
+        _refuse_thread(thread_id, checked_user)
+    return deleted
 
 
 # --- feedback reads -------------------------------------------------------------
@@ -251,40 +337,56 @@ def _page_query(thread_id, run_id, user_id, after_id, limit):
     return Feedback.select(*FEEDBACK_COLUMNS).where(where).order_by(Feedback.id).limit(limit)
 
 
+_FEEDBACK_FIELDS = list(FeedbackRow._fields)
 _PAGE = Prepared(_page_query)
+_PAGE_WITH_OWNER = Prepared(
+    lambda thread_id, *args: _with_owner(thread_id, _page_query(thread_id, *args), _FEEDBACK_FIELDS, "id")
+)
 
 
 def feedback_page(
-    thread_id: str,
-    run_id: str | None,
-    user_id: str | None,
-    after_id: int,
-    limit: int,
-) -> list[FeedbackRow]:
-    """Feedback on a thread (or one run of it), oldest first, after a row id.
-
-    user_id None means every user's feedback.
-    """
-    sql, params = _PAGE(thread_id, run_id, user_id, after_id, limit)
-    return [FeedbackRow._make(row) for row in database.execute_sql(sql, params).fetchall()]
+    thread_id: str, run_id: str | None, user_id: str | None, after_id: int, limit: int, with_owner: bool
+) -> tuple[str | None, list[FeedbackRow]]:
+    """Feedback on a thread (or one run of it), oldest first, after a row id,
+    and the thread's owner when `with_owner` (else None). user_id None means
+    every user's feedback."""
+    if not with_owner:
+        rows = database.execute_sql(*_PAGE(thread_id, run_id, user_id, after_id, limit)).fetchall()
+        return None, [FeedbackRow._make(row) for row in rows]
+    rows = database.execute_sql(*_PAGE_WITH_OWNER(thread_id, run_id, user_id, after_id, limit)).fetchall()
+    owner, data = _split_owner(rows)
+    return owner, [FeedbackRow._make(row) for row in data]
 
 
 def _stats_query(thread_id, run_ids):
-    positive = fn.SUM(Case(None, [(Feedback.rating == 1, 1)], 0))
-    negative = fn.SUM(Case(None, [(Feedback.rating == -1, 1)], 0))
+    positive = fn.SUM(Case(None, [(Feedback.rating == 1, 1)], 0)).alias("positive")
+    negative = fn.SUM(Case(None, [(Feedback.rating == -1, 1)], 0)).alias("negative")
     return (
-        Feedback.select(Feedback.run, fn.COUNT(Feedback.id), positive, negative)
+        Feedback.select(
+            Feedback.run.alias("run_id"), fn.COUNT(Feedback.id).alias("total"), positive, negative
+        )
         .where((Feedback.thread_id == thread_id) & (Feedback.run.in_(run_ids)))
         .group_by(Feedback.run)
     )
 
 
+_STATS_FIELDS = ["run_id", "total", "positive", "negative"]
 _STATS = Prepared(_stats_query)
+_STATS_WITH_OWNER = Prepared(
+    lambda thread_id, run_ids: _with_owner(thread_id, _stats_query(thread_id, run_ids), _STATS_FIELDS)
+)
 
 
-def stats_for_runs(thread_id: str, run_ids: Sequence[str]) -> dict[str, RunStats]:
-    """Counts every user's feedback per run, in one grouped query."""
+def stats_for_runs(
+    thread_id: str, run_ids: Sequence[str], with_owner: bool
+) -> tuple[str | None, dict[str, RunStats]]:
+    """Counts every user's feedback per run, in one grouped query, and the
+    thread's owner when `with_owner` (else None)."""
     unique_ids = list(dict.fromkeys(run_ids))
-    rows = database.execute_sql(*_STATS(thread_id, unique_ids)).fetchall()
+    owner = None
+    if with_owner:
+        owner, rows = _split_owner(database.execute_sql(*_STATS_WITH_OWNER(thread_id, unique_ids)).fetchall())
+    else:
+        rows = database.execute_sql(*_STATS(thread_id, unique_ids)).fetchall()
     counted = {run: RunStats(run, int(t), int(p or 0), int(n or 0)) for run, t, p, n in rows}
-    return {run: counted.get(run, RunStats(run, 0, 0, 0)) for run in unique_ids}
+    return owner, {run: counted.get(run, RunStats(run, 0, 0, 0)) for run in unique_ids}
