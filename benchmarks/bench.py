@@ -1230,7 +1230,7 @@ def describe_databases(doc: dict) -> list[str]:
     if not described:
         return []
     servers = []
-    for d in described.values():
+    for d in (described[kind] for kind in ("postgresql", "mysql") if kind in described):
         settings = dict(d.get("settings", {}))
         if "innodb_buffer_pool_size" in settings:
             settings["innodb_buffer_pool_size"] = (
@@ -1238,6 +1238,7 @@ def describe_databases(doc: dict) -> list[str]:
             )
         servers.append(
             f"{d['product']} {d['version'].split()[0]} ({', '.join(f'{k} {v}' for k, v in settings.items())})"
+            + (f" [{d['cpu_note']}]" if d.get("cpu_note") else "")
         )
     loads = [
         f"{scale_name(x['scale'])} {BACKENDS[x['backend']]} "
@@ -1245,7 +1246,7 @@ def describe_databases(doc: dict) -> list[str]:
         for x in doc.get("loads", [])
     ]
     return [
-        f"- Databases: {'; '.join(servers)}, on the same machine, default server settings. Each target "
+        f"- Databases: {'; '.join(servers)}. Each target "
         "has its own database, created and loaded by the run (COPY on PostgreSQL, LOAD DATA on MariaDB), "
         "dropped at its end" + (f"; {', '.join(loads)}." if loads else "."),
     ]
@@ -1512,7 +1513,7 @@ def target_list(value: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="short runs, to try it (~3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="short runs, to try it (~6-7 minutes)")
     parser.add_argument("--runs", type=int, help="override the runs per scenario and target")
     parser.add_argument("--duration", type=float, help="override the seconds per run")
     parser.add_argument("--small-only", action="store_true", help="skip the 1,000,000-row scale")
