@@ -7,6 +7,7 @@ project's venv. See benchmarks/README.md for what is measured and how.
 # ruff: noqa: S603, S607 - starts the project's own programs, h2load and git, with fixed arguments
 
 import argparse
+import atexit
 import importlib.metadata
 import importlib.util
 import json
@@ -41,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import databases as dbs  # noqa: E402
 import procstat  # noqa: E402
 import workload as w  # noqa: E402
 
@@ -52,6 +54,21 @@ CACHE_DIR = HERE / ".cache"
 WORK_DIR = HERE / ".work"
 
 SMALL, LARGE = 1_000, 1_000_000
+
+# The service's targets: (database backend, server processes).
+SERVICE_TARGETS = {
+    "service": ("sqlite", 1),
+    "service-w2": ("sqlite", 2),
+    "service-pg": ("postgresql", 1),
+    "service-pg-w2": ("postgresql", 2),
+    "service-mysql": ("mysql", 1),
+}
+TARGETS = (*SERVICE_TARGETS, "noop", "peer")
+BACKENDS = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mysql": "MariaDB"}
+DEFAULT_SERVER_URLS = {
+    "postgresql": "postgresql://postgres@127.0.0.1:5432",
+    "mysql": "mysql://root@127.0.0.1:3306",
+}
 
 
 @dataclass(frozen=True)
@@ -159,12 +176,14 @@ def grpc_frame(message) -> bytes:
 
 @dataclass
 class Server:
-    name: str  # "service", "service-w2", "noop" or "peer"
+    name: str  # one of TARGETS
     protocol: str  # "grpc" or "http"
     process: subprocess.Popen
     port: int
     log_path: Path
     pids: list[int] = field(default_factory=list)
+    # The database server process whose CPU time is sampled beside ours (PostgreSQL, MariaDB).
+    db: procstat.DatabaseServer | None = None
 
     @property
     def address(self) -> str:
@@ -200,13 +219,15 @@ class Secrets:
         self.user_token = minted.stdout.strip()
 
 
-def service_env(data_dir: Path, keys: Secrets) -> dict[str, str]:
+def service_env(data_dir: Path, keys: Secrets, database_url: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDBACK_")}
     env.update(
         FEEDBACK_DATA_DIR=str(data_dir),
         FEEDBACK_JWT_SECRET=keys.jwt_secret,
         FEEDBACK_SERVICE_TOKENS=f"bench={keys.service_token}",
     )
+    if database_url:
+        env["FEEDBACK_DATABASE_URL"] = database_url
     return env
 
 
@@ -221,7 +242,35 @@ def launch(name: str, protocol: str, command: list, env: dict, port: int, log_di
         )
     server = Server(name, protocol, process, port, log_path)
     LAUNCHED.append(server)
+    # Remembered on disk too: a run killed outright (SIGKILL) cannot stop its
+    # servers, so the next run does (stop_left_over_servers).
+    with open(WORK_DIR / SERVER_PIDS, "a") as pids:
+        pids.write(f"{process.pid}\t{' '.join(map(str, command))}\n")
     return server
+
+
+SERVER_PIDS = "servers.pids"
+
+
+def stop_left_over_servers() -> None:
+    """Stops the servers of an earlier run that was killed before it could,
+    each by its pid and only while that pid still runs the same command."""
+    try:
+        entries = (WORK_DIR / SERVER_PIDS).read_text().splitlines()
+    except OSError:
+        return
+    for entry in entries:
+        pid_text, _, command = entry.partition("\t")
+        try:
+            running = Path(f"/proc/{pid_text}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        if running.endswith(command.strip()):
+            log(f"stopping server {pid_text} left by an earlier, killed run: {command[:80]}")
+            try:
+                os.killpg(int(pid_text), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
 
 def stop_all() -> None:
@@ -258,21 +307,36 @@ def wait_http_ready(server: Server, keys: Secrets, timeout_s: float = 60) -> Non
     raise RuntimeError(f"{server.name} not answering after {timeout_s}s")
 
 
-def start_service(name: str, data_dir: Path, keys: Secrets, workers: int, log_dir: Path) -> Server:
+def start_service(
+    name: str,
+    data_dir: Path,
+    keys: Secrets,
+    workers: int,
+    log_dir: Path,
+    database_url: str | None = None,
+    db: procstat.DatabaseServer | None = None,
+) -> Server:
+    """`feedback-service serve` on the SQLite database in data_dir, or on database_url."""
+    data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     command = [str(SERVICE_BIN), "serve", "--listen", f"127.0.0.1:{port}"]
     if workers > 1:
         command += ["--workers", str(workers)]
-    server = launch(name, "grpc", command, service_env(data_dir, keys), port, log_dir)
-    wait_grpc_ready(server)
-    if workers > 1:
-        # Every worker binds the port on its own; give the last one time to.
-        deadline = time.monotonic() + 30
-        while len(procstat.descendants(server.process.pid)) < workers + 1 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(1.0)
-    server.pids = procstat.descendants(server.process.pid)
-    register_bench_threads(server, keys)
+    server = launch(name, "grpc", command, service_env(data_dir, keys, database_url), port, log_dir)
+    server.db = db
+    try:
+        wait_grpc_ready(server)
+        if workers > 1:
+            # Every worker binds the port on its own; give the last one time to.
+            deadline = time.monotonic() + 30
+            while len(procstat.descendants(server.process.pid)) < workers + 1 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(1.0)
+        server.pids = procstat.descendants(server.process.pid)
+        register_bench_threads(server, keys)
+    except BaseException:
+        server.stop()
+        raise
     return server
 
 
@@ -539,6 +603,7 @@ class Bench:
             "--conns", str(self.load.conns // self.load.loadgen_procs), "--streams", str(self.load.streams),
             "--duration", str(duration_s), "--warmup", str(warmup_s),
             "--nonce", secrets.token_hex(6), "--cpu-pids", ",".join(map(str, server.pids)),
+            *(["--db-cpu", server.db.spec()] if server.db else []),
         ]  # fmt: skip
         result = self._measured(server, command)
         report = json.loads(result.pop("stdout").strip().splitlines()[-1])
@@ -551,6 +616,7 @@ class Bench:
             "server_cpu_s": report["server_cpu_s"],
             "machine_busy_s": report["machine_busy_s"],
             "client_cpu_s": report["client_cpu_s"],
+            "db_cpu_s": report["db_cpu_s"],
             "succeeded": report["succeeded"],
             "failed": report["failed"],
             "rps": report["rps"],
@@ -560,14 +626,17 @@ class Bench:
         }
 
     def _measured(self, server: Server, command: list[str]) -> dict:
-        """Runs a load tool, with the server's and the machine's CPU time around it."""
+        """Runs a load tool, with the server's, the database server's and the
+        machine's CPU time around it."""
         cpu_before = procstat.cpu_seconds(server.pids)
+        db_before = server.db.sample() if server.db else {}
         busy_before = procstat.machine_busy_seconds()
         usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
         wall = time.monotonic() - started
         usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        db_after = server.db.sample() if server.db else {}
         if done.returncode != 0:
             raise RuntimeError(f"{command[0]} failed ({done.returncode}): {done.stderr[-2000:]}")
         if not server.alive():
@@ -576,6 +645,7 @@ class Bench:
             "stdout": done.stdout,
             "wall_s": wall,
             "server_cpu_s": procstat.cpu_seconds(server.pids) - cpu_before,
+            "db_cpu_s": procstat.DatabaseServer.seconds_between(db_before, db_after) if server.db else None,
             "machine_busy_s": procstat.machine_busy_seconds() - busy_before,
             "client_cpu_s": (usage_after.ru_utime + usage_after.ru_stime)
             - (usage_before.ru_utime + usage_before.ru_stime),
@@ -596,8 +666,13 @@ def tool_for(scenario: Scenario, server: Server) -> str:
 def summarise(runs: list[dict], duration_s: float) -> dict:
     rps = [r["rps"] for r in runs]
     cpu_per_request = [r["server_cpu_s"] * 1000 / r["succeeded"] for r in runs if r["succeeded"]]
+    measured_db = [r for r in runs if r.get("db_cpu_s") is not None]
+    db_per_request = [r["db_cpu_s"] * 1000 / r["succeeded"] for r in measured_db if r["succeeded"]]
+    total_per_request = [
+        (r["server_cpu_s"] + r["db_cpu_s"]) * 1000 / r["succeeded"] for r in measured_db if r["succeeded"]
+    ]
     other = [
-        max(0.0, r["machine_busy_s"] - r["server_cpu_s"] - r["client_cpu_s"])
+        max(0.0, r["machine_busy_s"] - r["server_cpu_s"] - (r.get("db_cpu_s") or 0) - r["client_cpu_s"])
         / ((os.cpu_count() or 1) * duration_s)
         * 100
         for r in runs
@@ -610,6 +685,11 @@ def summarise(runs: list[dict], duration_s: float) -> dict:
         "p99_ms": statistics.median(r["p99_ms"] for r in runs),
         "server_cpu_s": statistics.median(r["server_cpu_s"] for r in runs),
         "cpu_ms_per_request": statistics.median(cpu_per_request) if cpu_per_request else None,
+        # The database server's CPU (PostgreSQL, MariaDB; None where the database is in our process).
+        "db_cpu_s": statistics.median(r["db_cpu_s"] for r in measured_db) if measured_db else None,
+        "db_cpu_ms_per_request": statistics.median(db_per_request) if db_per_request else None,
+        # Ours + the database server's, per call (median over the runs of the per-run sums).
+        "total_cpu_ms_per_request": statistics.median(total_per_request) if total_per_request else None,
         "client_cpu_s": statistics.median(r["client_cpu_s"] for r in runs),
         "other_cpu_pct": statistics.median(other),
         "failed": sum(r["failed"] for r in runs),
@@ -696,10 +776,11 @@ def measure_scenario(
             run = bench.run_once(server, scenario, mode.duration_s, checked[server.name]["response_bytes"])
             runs[server.name].append(run)
             flag = f"  PROBLEM: {'; '.join(run['problems'])}" if run["problems"] else ""
+            db_cpu = f"  DB CPU {run['db_cpu_s']:5.2f}s" if run.get("db_cpu_s") is not None else ""
             log(
-                f"  {scale_name(scale)} {scenario.key:<6} {server.name:<10} run {index + 1}/{mode.runs}: "
+                f"  {scale_name(scale)} {scenario.key:<6} {server.name:<13} run {index + 1}/{mode.runs}: "
                 f"{run['rps']:8.0f} req/s  p50 {run['p50_ms']:7.2f} ms  p99 {run['p99_ms']:7.2f} ms  "
-                f"server CPU {run['server_cpu_s']:5.2f}s{flag}"
+                f"server CPU {run['server_cpu_s']:5.2f}s{db_cpu}{flag}"
             )
     for server in active:
         summary = summarise(runs[server.name], mode.duration_s)
@@ -725,6 +806,193 @@ def measure_scenario(
         results.append(entry)
 
 
+def server_database_load(url: str, rows: int) -> tuple[float, str]:
+    """Loads `rows` rows into the empty database at url with load_rows.py;
+    returns the seconds it took and its summary line."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(PROJECT_PYTHON), str(HERE / "load_rows.py"), "--url", url, "--rows", str(rows)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"load_rows.py failed ({done.returncode}): {done.stderr.strip()[-1500:]}")
+    return time.monotonic() - started, done.stdout.strip()
+
+
+class TargetFailed(Exception):
+    """A target that could not be prepared or started; the run goes on without it."""
+
+
+@dataclass
+class Run:
+    """One benchmark run: what was asked for, and what has to be cleaned up."""
+
+    args: argparse.Namespace
+    mode: Mode
+    keys: Secrets
+    selected: list[str]
+    workers_ok: bool
+    doc: dict
+    databases: dbs.Databases | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)  # backend -> why it cannot be used
+
+    def failed(self, target: str, scale: int | None, reason: str) -> None:
+        where = f" at {scale_name(scale)}" if scale else ""
+        log(f"!!! TARGET {target} NOT MEASURED{where}: {reason}")
+        self.doc["target_failures"].append({"target": target, "scale": scale, "reason": reason[:2000]})
+
+    def prepare_database_servers(self) -> None:
+        """Connects to each database server a selected target needs, describes
+        it, and drops the databases of benchmark runs that were killed."""
+        kinds = {SERVICE_TARGETS[t][0] for t in self.selected if t in SERVICE_TARGETS} - {"sqlite"}
+        self.databases = dbs.Databases(
+            {kind: dbs.ServerURL(kind, getattr(self.args, f"{kind}_url")) for kind in ("postgresql", "mysql")}
+        )
+        atexit.register(self.databases.drop_all)
+        for kind in {"postgresql", "mysql"} - kinds:
+            # Not used by this run: only tidied, if it is there at all.
+            try:
+                stale = self.databases.drop_stale(kind)
+            except dbs.DatabaseError:
+                continue
+            if stale:
+                log(f"dropped databases left by earlier, killed runs: {', '.join(stale)}")
+        for kind in sorted(kinds):
+            try:
+                self.doc["databases"][kind] = self.databases.describe(kind)
+                stale = self.databases.drop_stale(kind)
+                if stale:
+                    log(f"dropped databases left by earlier, killed runs: {', '.join(stale)}")
+                process = self.databases.server_process(kind, "")
+                if process is None:
+                    url = self.databases.servers[kind].url
+                    note = f"the {BACKENDS[kind]} server at {url} is not on this machine: DB CPU not measured"
+                    log(f"!!! {note}")
+                    self.doc["databases"][kind]["cpu_note"] = note
+                else:
+                    self.doc["databases"][kind]["server_pid"] = process.pid
+            except Exception as error:  # noqa: BLE001 - reported; its targets are skipped
+                self.unavailable[kind] = f"{type(error).__name__}: {error}"
+                for target in self.selected:
+                    if SERVICE_TARGETS.get(target, ("",))[0] == kind:
+                        self.failed(target, None, self.unavailable[kind])
+
+    def start_scale(self, scale: int, sqlite_db: Path | None) -> list[Server]:
+        """Every selected target at this scale, each on its own fresh database."""
+        scale_dir = WORK_DIR / scale_name(scale)
+        servers: list[Server] = []
+        for target in self.selected:
+            if target not in SERVICE_TARGETS or SERVICE_TARGETS[target][0] != "sqlite":
+                continue
+            if SERVICE_TARGETS[target][1] > 1 and not self.workers_ok:
+                continue
+            try:
+                fresh_copy(sqlite_db, scale_dir / target, "feedback.db")
+                workers = SERVICE_TARGETS[target][1]
+                servers.append(start_service(target, scale_dir / target, self.keys, workers, WORK_DIR))
+            except Exception as error:  # noqa: BLE001 - reported; the run goes on without it
+                self.failed(target, scale, f"{type(error).__name__}: {error}")
+        for kind in ("postgresql", "mysql"):
+            servers += self.start_on_server(kind, scale, scale_dir)
+        if "peer" in self.selected:
+            try:
+                peer_db = fresh_copy(sqlite_db, scale_dir / "peer", "peer.db")
+                servers.append(start_peer(peer_db, self.keys, WORK_DIR))
+            except Exception as error:  # noqa: BLE001 - reported; the run goes on without it
+                self.failed("peer", scale, f"{type(error).__name__}: {error}")
+        return servers
+
+    def start_on_server(self, kind: str, scale: int, scale_dir: Path) -> list[Server]:
+        """The selected targets on a database server: the rows are loaded once
+        into the first target's database; on PostgreSQL the next target gets a
+        copy of it (CREATE DATABASE ... TEMPLATE)."""
+        targets = [
+            t
+            for t in self.selected
+            if SERVICE_TARGETS.get(t, ("",))[0] == kind and (SERVICE_TARGETS[t][1] == 1 or self.workers_ok)
+        ]
+        if not targets or kind in self.unavailable:
+            return []
+        assert self.databases is not None
+        servers: list[Server] = []
+        names = {t: dbs.database_name(scale_name(scale), t.removeprefix("service-")) for t in targets}
+        try:
+            first = targets[0]
+            url = self.databases.create(kind, names[first])
+            log(f"loading {scale:,} rows into {BACKENDS[kind]} database {names[first]}")
+            seconds, summary = server_database_load(url, scale)
+            log(f"  {summary}")
+            self.doc["loads"].append(
+                {"scale": scale, "backend": kind, "database": names[first], "seconds": round(seconds, 1)}
+            )
+            for target in targets[1:]:
+                started = time.monotonic()
+                self.databases.create(kind, names[target], template=names[first])
+                log(f"  copied it to {names[target]} in {time.monotonic() - started:.1f}s")
+                self.doc["loads"].append(
+                    {"scale": scale, "backend": kind, "database": names[target],
+                     "seconds": round(time.monotonic() - started, 1), "copy_of": names[first]}
+                )  # fmt: skip
+        except Exception as error:  # noqa: BLE001 - reported; these targets are skipped at this scale
+            for target in targets:
+                self.failed(target, scale, f"preparing its database: {type(error).__name__}: {error}")
+            return []
+        for target in targets:
+            try:
+                servers.append(
+                    start_service(
+                        target,
+                        scale_dir / target,
+                        self.keys,
+                        SERVICE_TARGETS[target][1],
+                        WORK_DIR,
+                        database_url=self.databases.servers[kind].database_url(names[target]),
+                        db=self.databases.server_process(kind, names[target]),
+                    )
+                )
+            except Exception as error:  # noqa: BLE001 - reported; the run goes on without it
+                self.failed(target, scale, f"{type(error).__name__}: {error}")
+        return servers
+
+    def end_scale(self, scale: int, servers: list[Server]) -> None:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(WORK_DIR / scale_name(scale), ignore_errors=True)
+        if self.databases:
+            for kind, name in list(self.databases.created):
+                if name.startswith(dbs.database_name(scale_name(scale), "")):
+                    self.databases.drop(kind, name)
+
+    def cleanup(self) -> None:
+        """Stops every server and drops every database of the run, whatever
+        happened; signals are ignored meanwhile so the cleanup finishes."""
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in CLEANUP_SIGNALS}
+        try:
+            stop_all()
+            if self.databases and self.databases.created:
+                names = ", ".join(name for _, name in self.databases.created)
+                log(f"dropping the run's databases: {names}")
+            left = self.databases.drop_all() if self.databases else []
+            for failure in left:
+                log(f"!!! COULD NOT DROP {failure}: drop it by hand")
+            if left:
+                self.doc["cleanup_failures"] = left
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+CLEANUP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def interrupted(signum: int, _frame: object) -> None:
+    """SIGTERM and SIGHUP stop the run as Ctrl-C does, through the same cleanup."""
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
 def run_benchmark(args: argparse.Namespace) -> dict:
     mode = MODES["quick" if args.quick else "full"]
     if args.runs:
@@ -733,59 +1001,72 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         mode = Mode(mode.name, mode.runs, args.duration, mode.warmup_s, mode.noop_every_scale)
     load = Load()
     started = time.time()
+    stop_left_over_servers()
     shutil.rmtree(WORK_DIR, ignore_errors=True)
     WORK_DIR.mkdir(parents=True)
     keys = Secrets()
+    selected = [t for t in TARGETS if t in (args.targets or TARGETS)]
     workers_ok, workers_note = workers_flag_available()
     if args.no_workers and workers_ok:
         workers_ok, workers_note = False, "skipped: --no-workers given"
+    two = [t for t in selected if SERVICE_TARGETS.get(t, ("", 1))[1] > 1]
+    if workers_ok and two:
+        workers_note = f"feedback-service serve --workers 2 measured as {', '.join(two)}"
+    elif workers_ok:
+        workers_note = "no --workers 2 target selected"
+    elif two:
+        log(f"!!! {', '.join(two)} not measured: {workers_note}")
     log(f"mode {mode.name}: {mode.runs} runs x {mode.duration_s}s per scenario and target; {workers_note}")
+    log(f"targets: {', '.join(selected)}")
     scales = [SMALL, LARGE] if not args.small_only else [SMALL]
-    databases = {rows: cached_database(rows) for rows in scales}
     doc: dict = {
         "mode": mode.name,
         "settings": {**asdict(mode), **asdict(load), "in_flight": load.in_flight},
         "machine": machine_description(),
         "workers_variant": {"measured": workers_ok, "note": workers_note},
+        "targets": selected,
         "scales": scales,
+        "databases": {},
+        "loads": [],
+        "target_failures": [],
         "results": [],
     }
+    run = Run(args, mode, keys, selected, workers_ok, doc)
+    atexit.register(run.cleanup)  # should anything escape the finally below
     bench = Bench(mode, load, keys, WORK_DIR)
     try:
-        noop = start_noop(keys, WORK_DIR)
+        run.prepare_database_servers()
+        on_sqlite = {"service", "service-w2", "peer"} & set(selected)
+        sqlite_dbs = {rows: cached_database(rows) if on_sqlite else None for rows in scales}
+        noop = None
+        if "noop" in selected:
+            try:
+                noop = start_noop(keys, WORK_DIR)
+            except Exception as error:  # noqa: BLE001 - reported; the ratios to it are left empty
+                run.failed("noop", None, f"{type(error).__name__}: {error}")
         for scale in scales:
-            scale_dir = WORK_DIR / scale_name(scale)
-            log(f"scale {scale:,} rows: starting servers on fresh copies of {databases[scale].name}")
-            fresh_copy(databases[scale], scale_dir / "service", "feedback.db")
-            servers = [start_service("service", scale_dir / "service", keys, 1, WORK_DIR)]
-            if workers_ok:
-                fresh_copy(databases[scale], scale_dir / "service-w2", "feedback.db")
-                servers.append(start_service("service-w2", scale_dir / "service-w2", keys, 2, WORK_DIR))
-            peer = start_peer(fresh_copy(databases[scale], scale_dir / "peer", "peer.db"), keys, WORK_DIR)
-            servers.append(peer)
+            log(f"scale {scale:,} rows: starting servers, each on its own fresh database")
+            servers = run.start_scale(scale, sqlite_dbs[scale])
+            peer = next((s for s in servers if s.name == "peer"), None)
             for scenario in SCENARIOS:
                 if scale != SMALL and scenario.kind == "write":
                     continue  # writes are measured on the small database only
                 if args.scenarios and scenario.key not in args.scenarios:
                     continue
                 targets = [s for s in servers if s.protocol == "grpc"]
-                if scale == SMALL or mode.noop_every_scale:
+                if noop and (scale == SMALL or mode.noop_every_scale):
                     targets.append(noop)
-                if scenario.peer:
+                if scenario.peer and peer:
                     targets.append(peer)
-                if args.targets:
-                    targets = [t for t in targets if t.name in args.targets]
                 log(f"{scale_name(scale)} {scenario.label}: {', '.join(t.name for t in targets)}")
                 measure_scenario(bench, scale, scenario, targets, doc["results"])
-            for server in servers:
-                server.stop()
-            shutil.rmtree(scale_dir, ignore_errors=True)
+            run.end_scale(scale, servers)
     except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - recorded with the results
         # Keep what was measured; the error is written with it.
         doc["error"] = f"{type(error).__name__}: {error}"[:4000]
         log(f"stopped early: {doc['error']}")
     finally:
-        stop_all()
+        run.cleanup()
     doc["elapsed_s"] = round(time.time() - started, 1)
     doc["machine"]["loadavg_end"] = os.getloadavg()
     doc["comparisons"] = comparisons(doc)
@@ -793,37 +1074,70 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 
 
 def comparisons(doc: dict) -> list[dict]:
-    """Per scale and scenario: the service against the noop ceiling and the peer."""
+    """Per scale, scenario and service target: the service against the noop
+    ceiling measured in the same run (throughput and CPU per call), against the
+    peer, and, for a two-process target, against its one-process twin."""
     by_key = {(r["scale"], r["scenario"], r["target"]): r for r in doc["results"] if r.get("summary")}
     rows = []
     for scale in doc["scales"]:
         for scenario in SCENARIOS:
-            service = by_key.get((scale, scenario.key, "service"))
-            if not service:
-                continue
             noop = by_key.get((scale, scenario.key, "noop")) or by_key.get((SMALL, scenario.key, "noop"))
             peer = by_key.get((scale, scenario.key, "peer"))
-            w2 = by_key.get((scale, scenario.key, "service-w2"))
-            s = service["summary"]
-            row = {
-                "scale": scale,
-                "scenario": scenario.key,
-                "label": scenario.label,
-                "tool": service["tool"],
-                "service": s,
-                "noop_rps": noop["summary"]["rps"] if noop else None,
-                "noop_measured_at": noop["scale"] if noop else None,
-                "peer_rps": peer["summary"]["rps"] if peer else None,
-                "peer_tool": peer["tool"] if peer else None,
-                "vs_noop": s["rps"] / noop["summary"]["rps"] if noop else None,
-                "vs_peer": s["rps"] / peer["summary"]["rps"] if peer else None,
-                "peer_p99_ms": peer["summary"]["p99_ms"] if peer else None,
-                "peer_cpu_ms_per_request": peer["summary"]["cpu_ms_per_request"] if peer else None,
-                "w2_rps": w2["summary"]["rps"] if w2 else None,
-                "w2_vs_1": w2["summary"]["rps"] / s["rps"] if w2 else None,
-            }
-            rows.append(row)
+            for target, (backend, workers) in SERVICE_TARGETS.items():
+                result = by_key.get((scale, scenario.key, target))
+                if not result:
+                    continue
+                s = result["summary"]
+                n = noop["summary"] if noop else {}
+                single = next((t for t, (b, k) in SERVICE_TARGETS.items() if b == backend and k == 1), target)
+                one = by_key.get((scale, scenario.key, single)) if workers > 1 else None
+                rows.append(
+                    {
+                        "scale": scale,
+                        "scenario": scenario.key,
+                        "label": scenario.label,
+                        "kind": scenario.kind,
+                        "target": target,
+                        "backend": backend,
+                        "workers": workers,
+                        "tool": result["tool"],
+                        "service": s,
+                        "noop_rps": n.get("rps"),
+                        "noop_p99_ms": n.get("p99_ms"),
+                        "noop_cpu_ms_per_request": n.get("cpu_ms_per_request"),
+                        "noop_measured_at": noop["scale"] if noop else None,
+                        # req/s ÷ the noop's: the share of the framework's ceiling reached
+                        "vs_noop": ratio(s["rps"], n.get("rps")),
+                        # CPU ms/req ÷ the noop's: bare gRPC calls' worth of CPU per call (the headline)
+                        "cpu_vs_noop": ratio(s.get("cpu_ms_per_request"), n.get("cpu_ms_per_request")),
+                        # the same with the database server's CPU added to ours
+                        "total_cpu_vs_noop": ratio(
+                            s.get("total_cpu_ms_per_request")
+                            if s.get("total_cpu_ms_per_request") is not None
+                            else (s.get("cpu_ms_per_request") if backend == "sqlite" else None),
+                            n.get("cpu_ms_per_request"),
+                        ),
+                        "peer_rps": peer["summary"]["rps"] if peer and target == "service" else None,
+                        "peer_tool": peer["tool"] if peer and target == "service" else None,
+                        "vs_peer": ratio(s["rps"], peer["summary"]["rps"])
+                        if peer and target == "service"
+                        else None,
+                        "peer_p99_ms": peer["summary"]["p99_ms"] if peer and target == "service" else None,
+                        "peer_cpu_ms_per_request": peer["summary"]["cpu_ms_per_request"]
+                        if peer and target == "service"
+                        else None,
+                        "one_process_target": single if workers > 1 else None,
+                        "one_process_rps": one["summary"]["rps"] if one else None,
+                        "vs_one_process": ratio(s["rps"], one["summary"]["rps"]) if one else None,
+                    }
+                )
     return rows
+
+
+def ratio(value, reference):
+    if value is None or not reference or value != value or reference != reference:
+        return None
+    return value / reference
 
 
 # --- machine ---------------------------------------------------------------------------------
@@ -879,7 +1193,16 @@ def machine_description() -> dict:
         "sqlite": sqlite3.sqlite_version,
         "h2load": h2load,
         "service_packages": package_versions(
-            ["feedback-service", "grpcio", "protobuf", "peewee", "PyJWT", "grpcio-health-checking"]
+            [
+                "feedback-service",
+                "grpcio",
+                "protobuf",
+                "peewee",
+                "PyJWT",
+                "grpcio-health-checking",
+                "psycopg2-binary",
+                "PyMySQL",
+            ]
         ),
         "peer": peer_versions(),
         "commit": git.stdout.strip(),
@@ -896,9 +1219,49 @@ def fmt(value, digits: int = 0, suffix: str = "") -> str:
     return f"{value:,.{digits}f}{suffix}"
 
 
+def backend_label(doc: dict, backend: str) -> str:
+    """SQLite, PostgreSQL, or the product the MySQL-protocol server said it is."""
+    described = doc.get("databases", {}).get(backend, {})
+    return described.get("product") or BACKENDS.get(backend, backend)
+
+
+def describe_databases(doc: dict) -> list[str]:
+    described = doc.get("databases", {})
+    if not described:
+        return []
+    servers = []
+    for d in (described[kind] for kind in ("postgresql", "mysql") if kind in described):
+        settings = dict(d.get("settings", {}))
+        if "innodb_buffer_pool_size" in settings:
+            settings["innodb_buffer_pool_size"] = (
+                f"{int(settings['innodb_buffer_pool_size']) / 2**20:.0f} MiB"
+            )
+        servers.append(
+            f"{d['product']} {d['version'].split()[0]} ({', '.join(f'{k} {v}' for k, v in settings.items())})"
+            + (f" [{d['cpu_note']}]" if d.get("cpu_note") else "")
+        )
+    loads = [
+        f"{scale_name(x['scale'])} {BACKENDS[x['backend']]} "
+        + (f"copy {x['seconds']:.1f} s" if x.get("copy_of") else f"load {x['seconds']:.1f} s")
+        for x in doc.get("loads", [])
+    ]
+    return [
+        f"- Databases: {'; '.join(servers)}. Each target "
+        "has its own database, created and loaded by the run (COPY on PostgreSQL, LOAD DATA on MariaDB), "
+        "dropped at its end" + (f"; {', '.join(loads)}." if loads else "."),
+    ]
+
+
+def not_measured(failure: dict) -> str:
+    where = f" at {scale_name(failure['scale'])}" if failure["scale"] else ""
+    return f"{failure['target']}{where}: {failure['reason'].splitlines()[0][:300]}"
+
+
 def render_markdown(doc: dict) -> str:
     m = doc["machine"]
     s = doc["settings"]
+    rows_by_scale = {scale: [c for c in comparisons(doc) if c["scale"] == scale] for scale in doc["scales"]}
+    failures = doc.get("target_failures", [])
     lines = [
         f"# feedback-service benchmark ({doc['mode']} mode)",
         "",
@@ -909,6 +1272,7 @@ def render_markdown(doc: dict) -> str:
         f"load average {m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end.",
         f"- Service: Python {m['python']}, SQLite {m['sqlite']}, "
         + ", ".join(f"{k} {v}" for k, v in m["service_packages"].items()),
+        *describe_databases(doc),
         "- Peer: Python {}, {}".format(
             m["peer"].get("python", "?"),
             ", ".join(f"{k} {v}" for k, v in m["peer"].get("packages", {}).items()),
@@ -917,60 +1281,97 @@ def render_markdown(doc: dict) -> str:
         f"({s['conns']} HTTP/2 connections x {s['streams']} streams, "
         f"or {s['in_flight']} HTTP/1.1 connections); "
         f"{s['runs']} runs of {s['duration_s']}s per scenario and target, medians reported.",
+        *([f"- Targets: {', '.join(doc['targets'])}."] if doc.get("targets") else []),
         f"- Workers: {doc['workers_variant']['note']}.",
         "",
         *([f"**Incomplete: the run stopped early ({doc['error']}).**", ""] if doc.get("error") else []),
-        "## The service against its ceiling and the peer",
+        *(["**Not measured:**", "", *(f"- {not_measured(f)}" for f in failures), ""] if failures else []),
+        "## CPU per call against the ceiling, by database",
         "",
-        "÷ noop: the service's req/s divided by the no-op gRPC server's (share of the ceiling, at most ~1). "
-        "÷ peer: divided by the FastAPI peer's (above 1 = faster than the peer). "
-        "Other CPU: share of the machine used by processes other than the server and the load tool "
-        "during the runs (noise).",
+        "**CPU ÷ noop** (the headline): the service process's CPU ms per call divided by the no-op gRPC "
+        "server's, same scenario, same run: how many bare gRPC calls' worth of CPU one call costs the "
+        "service. **DB CPU ms/req**: what the database server spent per call (PostgreSQL: the backends "
+        "of the target's database and the server's background processes; MariaDB: the whole server "
+        "process); SQLite runs inside the service, so its share is already in the service's CPU. "
+        "**Ours + DB**: both, per call, and that ÷ the noop's CPU per call. "
+        "÷ noop after req/s: the service's req/s over the noop's (the share of the ceiling reached). "
+        "Other CPU: share of the machine used by anything else during the runs (noise).",
         "",
     ]
+    single = [t for t, (_, workers) in SERVICE_TARGETS.items() if workers == 1]
+    failed_checks = {
+        (r["scale"], r["scenario"], r["target"]): r["check_failed"]
+        for r in doc["results"]
+        if not r.get("summary")
+    }
+    noop_results = {(r["scale"], r["scenario"]): r for r in doc["results"] if r["target"] == "noop"}
     for scale in doc["scales"]:
-        rows = [c for c in doc["comparisons"] if c["scale"] == scale]
-        if not rows:
+        rows = [c for c in rows_by_scale[scale] if c["target"] in single]
+        scenarios = [sc for sc in SCENARIOS if any(c["scenario"] == sc.key for c in rows)]
+        if not scenarios:
             continue
         lines += [
             f"### {scale:,} feedback rows",
             "",
-            "| Scenario | Tool | req/s | p50 ms | p99 ms | CPU s/run | CPU ms/req | Peak RSS MiB "
-            "| noop req/s | ÷ noop | peer req/s | ÷ peer | Other CPU |",
-            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+            "| Scenario | Backend | req/s | ÷ noop | p50 ms | p99 ms | CPU ms/req | **CPU ÷ noop** "
+            "| DB CPU ms/req | Ours + DB ms/req | Ours + DB ÷ noop | Other CPU |",
+            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
-        for c in rows:
-            sv = c["service"]
-            noop_note = "" if c["noop_measured_at"] in (None, scale) else " ¹"
-            lines.append(
-                f"| {c['label']}{'' if sv['valid'] else ' ⚠'} | {c['tool']} | {fmt(sv['rps'])} "
-                f"| {fmt(sv['p50_ms'], 1)} | {fmt(sv['p99_ms'], 1)} | {fmt(sv['server_cpu_s'], 2)} "
-                f"| {fmt(sv['cpu_ms_per_request'], 2)} | {fmt(sv['peak_rss_mib'])} "
-                f"| {fmt(c['noop_rps'])}{noop_note} | {fmt(c['vs_noop'], 2)} "
-                f"| {fmt(c['peer_rps'])} | {fmt(c['vs_peer'], 2)} | {fmt(sv['other_cpu_pct'], 0, '%')} |"
-            )
+        for scenario in scenarios:
+            group = [c for c in rows if c["scenario"] == scenario.key]
+            tool = group[0]["tool"].split(" (")[0].split(" --")[0]
+            label = f"**{scenario.label}** ({tool})"
+            noop = noop_results.get((scale, scenario.key)) or noop_results.get((SMALL, scenario.key))
+            if noop and noop.get("summary"):
+                n = noop["summary"]
+                note = "" if noop["scale"] == scale else " ¹"
+                lines.append(
+                    f"| {label} | noop (ceiling){note} | {fmt(n['rps'])} | 1.00 | {fmt(n['p50_ms'], 1)} "
+                    f"| {fmt(n['p99_ms'], 1)} | {fmt(n['cpu_ms_per_request'], 2)} | 1.00 | — | — | — "
+                    f"| {fmt(n['other_cpu_pct'], 0, '%')} |"
+                )
+                label = ""
+            for target in single:
+                c = next((c for c in group if c["target"] == target), None)
+                backend = backend_label(doc, SERVICE_TARGETS[target][0])
+                if c is None:
+                    if (scale, scenario.key, target) in failed_checks:
+                        lines.append(f"| {label} | {backend} ⚠ | check failed | " + "| " * 9 + "|")
+                        label = ""
+                    continue
+                sv = c["service"]
+                in_ours = c["backend"] == "sqlite"
+                total = sv["cpu_ms_per_request"] if in_ours else sv.get("total_cpu_ms_per_request")
+                lines.append(
+                    f"| {label} | {backend}{'' if sv['valid'] else ' ⚠'} | {fmt(sv['rps'])} "
+                    f"| {fmt(c['vs_noop'], 2)} | {fmt(sv['p50_ms'], 1)} | {fmt(sv['p99_ms'], 1)} "
+                    f"| {fmt(sv['cpu_ms_per_request'], 2)} | **{fmt(c['cpu_vs_noop'], 2)}** "
+                    f"| {'in ours' if in_ours else fmt(sv.get('db_cpu_ms_per_request'), 2)} "
+                    f"| {fmt(total, 2)} "
+                    f"| {fmt(c['total_cpu_vs_noop'], 2)} | {fmt(sv['other_cpu_pct'], 0, '%')} |"
+                )
+                label = ""
         lines.append("")
-    if any(c["noop_measured_at"] not in (None, c["scale"]) for c in doc["comparisons"]):
+    if any(c["noop_measured_at"] not in (None, c["scale"]) for c in comparisons(doc)):
         lines += [
             "¹ the ceiling measured at the small scale (it reads no data); full mode re-measures it.",
             "",
         ]
+    lines += ["⚠ marks a scenario whose checks failed (see the JSON and the last table).", ""]
+    lines += render_workers(doc, rows_by_scale)
+    lines += render_peer(rows_by_scale)
     lines += [
-        "Peer rows: GetFeedbackStats and CreateFeedback are the same operations over REST; the peer's mixed "
-        "profile is 90% stats reads and 10% creates (it has no list or batch route). "
-        "⚠ marks a scenario whose checks failed (see the JSON).",
-        "",
         "## Every target",
         "",
         "| Rows | Scenario | Target | Tool | req/s (min to max) | p50 ms | p99 ms | CPU s/run | CPU ms/req "
-        "| Peak RSS MiB | Failed calls | Checks |",
-        "|--:|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| DB CPU ms/req | Ours + DB ms/req | Peak RSS MiB | Other CPU | Failed calls | Checks |",
+        "|--:|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for r in doc["results"]:
         if not r.get("summary"):
             lines.append(
                 f"| {scale_name(r['scale'])} | {r['label']} | {r['target']} | {r['tool']} "
-                f"| — | — | — | — | — | — | — | failed: {r['check_failed']} |"
+                f"| — | — | — | — | — | — | — | — | — | — | failed: {r['check_failed']} |"
             )
             continue
         x = r["summary"]
@@ -979,23 +1380,102 @@ def render_markdown(doc: dict) -> str:
             f"| {scale_name(r['scale'])} | {r['label']} | {r['target']} | {r['tool']} "
             f"| {fmt(x['rps'])} ({fmt(x['rps_min'])} to {fmt(x['rps_max'])}) | {fmt(x['p50_ms'], 1)} "
             f"| {fmt(x['p99_ms'], 1)} | {fmt(x['server_cpu_s'], 2)} | {fmt(x['cpu_ms_per_request'], 2)} "
-            f"| {fmt(x['peak_rss_mib'])} | {x['failed']} | {'ok' if x['valid'] else '; '.join(problems)} |"
+            f"| {fmt(x.get('db_cpu_ms_per_request'), 2)} | {fmt(x.get('total_cpu_ms_per_request'), 2)} "
+            f"| {fmt(x['peak_rss_mib'])} | {fmt(x['other_cpu_pct'], 0, '%')} | {x['failed']} "
+            f"| {'ok' if x['valid'] else '; '.join(problems)} |"
         )
-    workers = [c for c in doc["comparisons"] if c["w2_rps"]]
-    if workers:
-        lines += [
-            "",
-            "## Two worker processes (`serve --workers 2`) against one",
-            "",
-            "| Rows | Scenario | 1 worker req/s | 2 workers req/s | ratio |",
-            "|--:|---|--:|--:|--:|",
-        ]
-        for c in workers:
-            lines.append(
-                f"| {scale_name(c['scale'])} | {c['label']} | {fmt(c['service']['rps'])} "
-                f"| {fmt(c['w2_rps'])} | {fmt(c['w2_vs_1'], 2)} |"
-            )
     return "\n".join(lines) + "\n"
+
+
+def render_workers(doc: dict, rows_by_scale: dict) -> list[str]:
+    """Two server processes against one, per backend, reads and writes apart."""
+    pairs = {
+        backend: target
+        for target, (backend, workers) in SERVICE_TARGETS.items()
+        if workers > 1 and any(c["target"] == target for rows in rows_by_scale.values() for c in rows)
+    }
+    if not pairs:
+        return []
+    labels = {backend: backend_label(doc, backend) for backend in pairs}
+    head = " | ".join(f"{labels[b]} req/s, 1 → 2 | ratio" for b in pairs)
+    cpu_head = " | ".join(
+        f"{labels[b]} {'CPU' if b == 'sqlite' else 'ours + DB'} ms/req, 1 → 2" for b in pairs
+    )
+    lines = [
+        "## Two server processes (`serve --workers 2`) against one",
+        "",
+        "ratio = req/s of two processes ÷ one process's, same database, same run. SQLite lets one writer "
+        "at a time, across processes too; PostgreSQL's processes share no file lock. On 2 cores "
+        "shared with the load tool (and, on PostgreSQL, its server), about 1 means the extra "
+        "process buys nothing.",
+        "",
+        f"| Rows | Scenario | Kind | {head} | {cpu_head} |",
+        "|--:|---|---|" + "--:|--:|" * len(pairs) + "--:|" * len(pairs),
+    ]
+    by_kind: dict[tuple[str, str], list[float]] = {}
+    for scale, rows in rows_by_scale.items():
+        for scenario in SCENARIOS:
+            cells, cpu_cells, any_pair = [], [], False
+            for backend, target in pairs.items():
+                two = next((c for c in rows if c["scenario"] == scenario.key and c["target"] == target), None)
+                one_target = two["one_process_target"] if two else None
+                one = next(
+                    (c for c in rows if c["scenario"] == scenario.key and c["target"] == one_target), None
+                )
+                if two and one:
+                    any_pair = True
+                    if two["vs_one_process"] is not None:
+                        by_kind.setdefault((scenario.kind, backend), []).append(two["vs_one_process"])
+                    key = "cpu_ms_per_request" if backend == "sqlite" else "total_cpu_ms_per_request"
+                    cells.append(f"{fmt(one['service']['rps'])} → {fmt(two['service']['rps'])} "
+                                 f"| {fmt(two['vs_one_process'], 2)}")  # fmt: skip
+                    cpu_cells.append(f"{fmt(one['service'].get(key), 2)} → {fmt(two['service'].get(key), 2)}")
+                else:
+                    cells.append("— | —")
+                    cpu_cells.append("—")
+            if any_pair:
+                lines.append(
+                    f"| {scale_name(scale)} | {scenario.label} | {scenario.kind} | {' | '.join(cells)} "
+                    f"| {' | '.join(cpu_cells)} |"
+                )
+    lines.append("")
+    summary = []
+    for kind in ("read", "write", "mixed"):
+        parts = [
+            f"{labels[b]} {statistics.median(by_kind[(kind, b)]):.2f}" for b in pairs if (kind, b) in by_kind
+        ]
+        if parts:
+            summary.append(f"{kind if kind == 'mixed' else kind + 's'}: {', '.join(parts)}")
+    if summary:
+        lines += [f"Median ratio by kind of scenario: {'; '.join(summary)}.", ""]
+    return lines
+
+
+def render_peer(rows_by_scale: dict) -> list[str]:
+    rows = [c for rows in rows_by_scale.values() for c in rows if c["target"] == "service" and c["peer_rps"]]
+    if not rows:
+        return []
+    lines = [
+        "## The SQLite service against the peer",
+        "",
+        "÷ peer: the service's req/s over the FastAPI peer's at the same concurrency (above 1 = faster). "
+        "GetFeedbackStats and CreateFeedback are the same operations over REST; the peer's mixed profile "
+        "is 90% stats reads and 10% creates (it has no list or batch route), so that ratio is indicative.",
+        "",
+        "| Rows | Scenario | Tool | req/s | p50 ms | p99 ms | CPU ms/req | Peak RSS MiB "
+        "| peer tool | peer req/s | ÷ peer | peer p99 ms | peer CPU ms/req |",
+        "|--:|---|---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|",
+    ]
+    for c in rows:
+        sv = c["service"]
+        lines.append(
+            f"| {scale_name(c['scale'])} | {c['label']}{'' if sv['valid'] else ' ⚠'} | {c['tool']} "
+            f"| {fmt(sv['rps'])} | {fmt(sv['p50_ms'], 1)} | {fmt(sv['p99_ms'], 1)} "
+            f"| {fmt(sv['cpu_ms_per_request'], 2)} | {fmt(sv['peak_rss_mib'])} | {c['peer_tool']} "
+            f"| {fmt(c['peer_rps'])} | {fmt(c['vs_peer'], 2)} | {fmt(c['peer_p99_ms'], 1)} "
+            f"| {fmt(c['peer_cpu_ms_per_request'], 2)} |"
+        )
+    return [*lines, ""]
 
 
 def without_nan(value):
@@ -1021,9 +1501,19 @@ def write_results(doc: dict, out_dir: Path) -> None:
     log(f"wrote {out_dir / 'latest.json'} and {out_dir / 'latest.md'}")
 
 
+def target_list(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in TARGETS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown target {', '.join(unknown)}: choose from {','.join(TARGETS)}"
+        )
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="short runs, to try it (~3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="short runs, to try it (~6-7 minutes)")
     parser.add_argument("--runs", type=int, help="override the runs per scenario and target")
     parser.add_argument("--duration", type=float, help="override the seconds per run")
     parser.add_argument("--small-only", action="store_true", help="skip the 1,000,000-row scale")
@@ -1033,8 +1523,17 @@ def main() -> None:
         type=lambda v: v.split(","),
         help=f"only these, of {','.join(s.key for s in SCENARIOS)}",
     )
+    parser.add_argument("--targets", type=target_list, help=f"only these, of {','.join(TARGETS)}")
     parser.add_argument(
-        "--targets", type=lambda v: v.split(","), help="only these, of service,service-w2,noop,peer"
+        "--postgresql-url",
+        default=DEFAULT_SERVER_URLS["postgresql"],
+        help="the PostgreSQL server for service-pg and service-pg-w2 (default: %(default)s); "
+        "the run creates and drops its own bench_* databases there",
+    )
+    parser.add_argument(
+        "--mysql-url",
+        default=DEFAULT_SERVER_URLS["mysql"],
+        help="the MariaDB/MySQL server for service-mysql (default: %(default)s)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where latest.json/.md go")
     parser.add_argument("--render", type=Path, help="only re-render the Markdown of a results JSON")
@@ -1043,10 +1542,15 @@ def main() -> None:
         doc = json.loads(args.render.read_text())
         (args.render.with_suffix(".md")).write_text(render_markdown(doc))
         return
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupted)
     doc = run_benchmark(args)
     write_results(doc, args.out)
     print(render_markdown(doc))
-    if doc.get("error"):
+    for failure in doc["target_failures"]:
+        where = f" at {scale_name(failure['scale'])}" if failure["scale"] else ""
+        log(f"!!! {failure['target']} was not measured{where}: {failure['reason']}")
+    if doc.get("error") or doc["target_failures"] or doc.get("cleanup_failures"):
         sys.exit(1)
 
 

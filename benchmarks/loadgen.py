@@ -16,7 +16,8 @@ not change and responses are not decoded: only the status is checked.
 Every process connects, then all start together, run --warmup seconds
 unmeasured, and count the calls that complete during the next --duration
 seconds. Prints one JSON object: rps, p50/p99 latency (ms), errors by status,
-and the CPU seconds the --cpu-pids processes used during that window.
+and the CPU seconds the --cpu-pids processes (and the --db-cpu database
+server) used during that window.
 """
 
 import argparse
@@ -258,6 +259,11 @@ def main() -> None:
         default=[],
         help="comma-separated server pids whose CPU time over the window to report",
     )
+    parser.add_argument(
+        "--db-cpu",
+        type=procstat.DatabaseServer.parse,
+        help="a database server (procstat.DatabaseServer spec) whose CPU time over the window to report",
+    )
     parser.add_argument("--nonce", default=str(int(time.time() * 1000)), help="makes new keys unique per run")
     args = parser.parse_args()
 
@@ -282,9 +288,11 @@ def main() -> None:
     clients = [process.pid for process in procs]
     cpu_before, busy_before = procstat.cpu_seconds(args.cpu_pids), procstat.machine_busy_seconds()
     client_before = procstat.cpu_seconds(clients)
+    db_before = args.db_cpu.sample() if args.db_cpu else {}
     time.sleep(max(0.0, measure_to - time.time()))
     cpu_after, busy_after = procstat.cpu_seconds(args.cpu_pids), procstat.machine_busy_seconds()
     client_after = procstat.cpu_seconds(clients)
+    db_after = args.db_cpu.sample() if args.db_cpu else {}
     latencies = array("l")
     errors: dict[str, int] = {}
     for _ in procs:
@@ -313,6 +321,9 @@ def main() -> None:
                 "server_cpu_s": cpu_after - cpu_before,
                 "machine_busy_s": busy_after - busy_before,
                 "client_cpu_s": client_after - client_before,
+                "db_cpu_s": procstat.DatabaseServer.seconds_between(db_before, db_after)
+                if args.db_cpu
+                else None,
             }
         )
     )

@@ -1,6 +1,7 @@
 """CPU time and peak memory of server processes, from /proc (Linux only)."""
 
 import os
+import re
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -69,3 +70,88 @@ def peak_rss_bytes(pids: list[int]) -> int:
         except OSError:
             continue
     return total
+
+
+# --- database servers ------------------------------------------------------------
+
+# A PostgreSQL client backend's process title: "postgres: [cluster: ]user database host(port) state".
+PG_BACKEND_TITLE = re.compile(r"^postgres: (?:\S+: )?\S+ (\S+) (?:\S+\(\d+\)|\[local\])")
+
+
+class DatabaseServer:
+    """The CPU time a local database server spends for one database.
+
+    kind "postgresql": the postmaster (pid) and every process below it (the
+    checkpointer, WAL writer, autovacuum...), except the client backends of
+    other databases, told apart by their process titles. kind "mysql": the
+    whole server process (pid), every thread of it: it serves every database.
+    Only processes alive at the end of a window are counted; the service keeps
+    its connections open, so its backends are.
+    """
+
+    def __init__(self, kind: str, pid: int, database: str) -> None:
+        if kind not in ("postgresql", "mysql"):
+            raise ValueError(f"unknown database server kind {kind!r}")
+        self.kind, self.pid, self.database = kind, pid, database
+
+    def spec(self) -> str:
+        """The server as one command-line argument (see parse)."""
+        return f"{self.kind}:{self.pid}:{self.database}"
+
+    @classmethod
+    def parse(cls, spec: str) -> "DatabaseServer":
+        kind, pid, database = spec.split(":", 2)
+        return cls(kind, int(pid), database)
+
+    def sample(self) -> dict[int, int]:
+        """CPU clock ticks (utime + stime) of each process counted, by pid."""
+        if self.kind == "mysql":
+            return {self.pid: _ticks(self.pid) or 0}
+        ticks = {}
+        for pid in descendants(self.pid):
+            title = _cmdline(pid)
+            backend = PG_BACKEND_TITLE.match(title)
+            if backend and backend.group(1) != self.database:
+                continue  # a client of another database
+            value = _ticks(pid)
+            if value is not None:
+                ticks[pid] = value
+        return ticks
+
+    @staticmethod
+    def seconds_between(before: dict[int, int], after: dict[int, int]) -> float:
+        """CPU seconds used between two samples (a process new since the first counts whole)."""
+        return sum(max(0, value - before.get(pid, 0)) for pid, value in after.items()) / CLOCK_TICKS
+
+
+def _ticks(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def thread_group(tid: int) -> int | None:
+    """The process a thread belongs to (Tgid), or None when it is not on this machine."""
+    try:
+        for line in Path(f"/proc/{tid}/status").read_text().splitlines():
+            if line.startswith("Tgid:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except OSError:
+        return None

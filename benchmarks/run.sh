@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the feedback-service benchmark; results go to benchmarks/results/latest.{json,md}.
-#   benchmarks/run.sh            full mode (about 20-25 minutes)
-#   benchmarks/run.sh --quick    short runs to try it (about 3 minutes once the databases are cached)
+#   benchmarks/run.sh            full mode, every target (about 35-40 minutes)
+#   benchmarks/run.sh --quick    short runs to try it (about 6-7 minutes once the SQLite databases are cached)
 # Other options are passed to benchmarks/bench.py (see --help there).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
