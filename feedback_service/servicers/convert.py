@@ -16,39 +16,40 @@ def deadline(context: grpc.aio.ServicerContext) -> float | None:
 
 
 def timestamp(micros: int) -> Timestamp:
-    return Timestamp(**_timestamp_fields(micros))
-
-
-def _timestamp_fields(micros: int) -> dict[str, int]:
     seconds, remainder = divmod(micros, 1_000_000)
-    return {"seconds": seconds, "nanos": remainder * 1000}
+    return Timestamp(seconds=seconds, nanos=remainder * 1000)
 
 
-def feedback_fields(row: FeedbackRow) -> dict:
-    """Keyword arguments of a Feedback message (a list response adds them in
-    place with `feedback.add(**...)`, twice as fast as building and copying)."""
-    return {
-        "feedback_id": row.feedback_id,
-        "thread_id": row.thread_id,
-        "run_id": row.run_id,
-        "user_id": row.user_id,
-        "message_id": row.message_id,
-        "rating": row.rating,
-        "comment": row.comment,
-        "created_at": _timestamp_fields(row.created_at),
-        "updated_at": _timestamp_fields(row.updated_at),
-    }
+def _fill(message: feedback_pb2.Feedback, row: FeedbackRow) -> feedback_pb2.Feedback:
+    """Sets the fields of a Feedback in place from a row. Timestamps are set
+    field by field, a quarter faster than from dicts (a list pays it 200 times)."""
+    _, feedback_id, thread_id, run_id, user_id, message_id, rating, comment, created, updated = row
+    message.feedback_id = feedback_id
+    message.thread_id = thread_id
+    message.run_id = run_id
+    message.user_id = user_id
+    message.message_id = message_id
+    message.rating = rating
+    message.comment = comment
+    at = message.created_at
+    at.seconds, micros = divmod(created, 1_000_000)
+    at.nanos = micros * 1000
+    at = message.updated_at
+    at.seconds, micros = divmod(updated, 1_000_000)
+    at.nanos = micros * 1000
+    return message
 
 
 def feedback_message(row: FeedbackRow) -> feedback_pb2.Feedback:
-    return feedback_pb2.Feedback(**feedback_fields(row))
+    return _fill(feedback_pb2.Feedback(), row)
 
 
 def feedback_page(response, rows: list[FeedbackRow]):
-    """Fills a List*Response's repeated `feedback` field; returns the response."""
+    """Fills a List*Response's repeated `feedback` field in place (cheaper than
+    building messages and copying them in); returns the response."""
     add = response.feedback.add
     for row in rows:
-        add(**feedback_fields(row))
+        _fill(add(), row)
     return response
 
 

@@ -34,6 +34,9 @@ class Dialect:
     inline_first: ClassVar[bool] = False
     # Writes queue on one thread per process (the database has one writer).
     single_writer: ClassVar[bool] = False
+    # A read that must also learn the thread's owner does both in one
+    # statement (a join), as a round trip costs more than the join.
+    one_statement_reads: ClassVar[bool] = True
     # Appended to CREATE TABLE.
     table_settings: ClassVar[tuple[str, ...]] = ()
     # Error codes of deadlocks and serialisation failures: the database rolled
@@ -83,6 +86,9 @@ class SqliteDialect(Dialect, SqliteDatabase):
 
     inline_first = True
     single_writer = True
+    # No round trip to save: an owner lookup and the plain read cost less than
+    # the join (measured: 127 against 197 µs of CPU for a page of 100).
+    one_statement_reads = False
     PRAGMAS: ClassVar[dict[str, object]] = {
         # First: wait for another process's lock instead of failing, even while
         # the pragmas below are applied to a new connection.

@@ -6,7 +6,7 @@ raises domain errors when the data says no.
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from peewee import JOIN, SQL, Case, IntegrityError, Select, Value, fn
 
@@ -180,8 +180,15 @@ def _with_owner(thread_id: str, data: Select, columns: list[str], order_by: str 
     return query.order_by(data.c[order_by]) if order_by else query
 
 
-def _split_owner(rows: list[tuple]) -> tuple[str | None, list[tuple]]:
-    """(owner, the data rows) from a `_with_owner` result."""
+def _read_with_owner(
+    thread_id: str, plain: tuple, with_owner: Callable[[], tuple]
+) -> tuple[str | None, list]:
+    """(the thread's owner, the rows of a read): from one `_with_owner`
+    statement where the dialect prefers one round trip, else from an owner
+    lookup and the `plain` statement."""
+    if not database.one_statement_reads:
+        return thread_owner(thread_id), database.execute_sql(*plain).fetchall()
+    rows = database.execute_sql(*with_owner()).fetchall()
     return rows[0][0], [row[1:] for row in rows if row[1] is not None]
 
 
@@ -350,12 +357,12 @@ def feedback_page(
     """Feedback on a thread (or one run of it), oldest first, after a row id,
     and the thread's owner when `with_owner` (else None). user_id None means
     every user's feedback."""
-    if not with_owner:
-        rows = database.execute_sql(*_PAGE(thread_id, run_id, user_id, after_id, limit)).fetchall()
-        return None, [FeedbackRow._make(row) for row in rows]
-    rows = database.execute_sql(*_PAGE_WITH_OWNER(thread_id, run_id, user_id, after_id, limit)).fetchall()
-    owner, data = _split_owner(rows)
-    return owner, [FeedbackRow._make(row) for row in data]
+    args = (thread_id, run_id, user_id, after_id, limit)
+    if with_owner:
+        owner, rows = _read_with_owner(thread_id, _PAGE(*args), lambda: _PAGE_WITH_OWNER(*args))
+    else:
+        owner, rows = None, database.execute_sql(*_PAGE(*args)).fetchall()
+    return owner, [FeedbackRow._make(row) for row in rows]
 
 
 def _stats_query(thread_id, run_ids):
@@ -383,10 +390,10 @@ def stats_for_runs(
     """Counts every user's feedback per run, in one grouped query, and the
     thread's owner when `with_owner` (else None)."""
     unique_ids = list(dict.fromkeys(run_ids))
-    owner = None
     if with_owner:
-        owner, rows = _split_owner(database.execute_sql(*_STATS_WITH_OWNER(thread_id, unique_ids)).fetchall())
+        plain = _STATS(thread_id, unique_ids)
+        owner, rows = _read_with_owner(thread_id, plain, lambda: _STATS_WITH_OWNER(thread_id, unique_ids))
     else:
-        rows = database.execute_sql(*_STATS(thread_id, unique_ids)).fetchall()
+        owner, rows = None, database.execute_sql(*_STATS(thread_id, unique_ids)).fetchall()
     counted = {run: RunStats(run, int(t), int(p or 0), int(n or 0)) for run, t, p, n in rows}
     return owner, {run: counted.get(run, RunStats(run, 0, 0, 0)) for run in unique_ids}

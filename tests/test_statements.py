@@ -1,0 +1,113 @@
+"""How many SQL statements each FeedbackService RPC sends to the database.
+
+On PostgreSQL and MySQL every statement is a round trip, so each RPC is one
+statement with the thread rule inside it (MySQL's upsert reads its row back,
+as it has no RETURNING). On SQLite, with no round trip to save, a user's read
+looks the thread's owner up first, which costs less than the join.
+
+Statements are counted from Peewee's own query log of the server under test,
+which logs every statement it executes; no timing is involved.
+"""
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from feedback.v1 import feedback_pb2 as pb
+from tests.conftest import register
+from tests.harness import as_service, as_user
+
+ALICE = as_user("alice")
+
+
+class StatementLog(logging.Handler):
+    """Collects the SQL Peewee executes, leaving out the health probe's."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.statements: list[str] = []
+        self._lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sql = record.msg[0] if isinstance(record.msg, tuple) else str(record.msg)
+        if sql.strip().upper() != "SELECT 1":
+            with self._lock:
+                self.statements.append(sql)
+
+
+@contextmanager
+def counted() -> Iterator[StatementLog]:
+    log = StatementLog()
+    logger = logging.getLogger("peewee")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(log)
+    try:
+        yield log
+    finally:
+        logger.removeHandler(log)
+        logger.setLevel(level)
+
+
+def calls(client, feedback_id: str) -> dict[str, tuple]:
+    """One successful call of each RPC as alice: (stub method, request)."""
+    f = client.feedback
+    return {
+        "CreateFeedback": (f.CreateFeedback, pb.CreateFeedbackRequest(thread_id="t", run_id="r2", rating=1)),
+        "UpsertFeedback": (f.UpsertFeedback, pb.UpsertFeedbackRequest(thread_id="t", run_id="r1", rating=-1)),
+        "ListFeedback": (f.ListFeedback, pb.ListFeedbackRequest(thread_id="t", run_id="r1")),
+        "ListThreadFeedback": (f.ListThreadFeedback, pb.ListThreadFeedbackRequest(thread_id="t")),
+        "GetFeedbackStats": (f.GetFeedbackStats, pb.GetFeedbackStatsRequest(thread_id="t", run_id="r1")),
+        "BatchGetFeedbackStats": (
+            f.BatchGetFeedbackStats,
+            pb.BatchGetFeedbackStatsRequest(thread_id="t", run_ids=["r1", "r2"]),
+        ),
+        "DeleteFeedback": (
+            f.DeleteFeedback,
+            pb.DeleteFeedbackRequest(thread_id="t", run_id="r1", feedback_id=feedback_id),
+        ),
+        "DeleteRunFeedback": (f.DeleteRunFeedback, pb.DeleteRunFeedbackRequest(thread_id="t", run_id="r2")),
+    }
+
+
+READS = {"ListFeedback", "ListThreadFeedback", "GetFeedbackStats", "BatchGetFeedbackStats"}
+
+
+def expected(backend: str, rpc: str) -> int:
+    if backend == "sqlite" and rpc in READS:
+        return 2  # the owner, then the read
+    if backend == "mysql" and rpc == "UpsertFeedback":
+        return 2  # the upsert, then its row as stored
+    return 1
+
+
+@pytest.fixture
+def backend(database_url: str) -> str:
+    return "sqlite" if database_url.startswith("sqlite") else database_url.split(":")[0]
+
+
+def test_each_rpc_as_a_user_sends_one_statement_on_server_databases(client, backend):
+    register(client, "t", "alice", ["r1", "r2"])
+    created = client.feedback.CreateFeedback(
+        pb.CreateFeedbackRequest(thread_id="t", run_id="r1", rating=1), metadata=ALICE
+    )
+    sent = {}
+    for rpc, (method, request) in calls(client, created.feedback_id).items():
+        with counted() as log:
+            method(request, metadata=ALICE)
+        sent[rpc] = len(log.statements)
+    assert sent == {rpc: expected(backend, rpc) for rpc in sent}
+
+
+def test_a_service_read_skips_the_thread_rule_and_sends_one_statement(client):
+    register(client, "t", "alice", ["r1"])
+    for method, request in (
+        (client.feedback.ListFeedback, pb.ListFeedbackRequest(thread_id="t", run_id="r1")),
+        (client.feedback.GetFeedbackStats, pb.GetFeedbackStatsRequest(thread_id="t", run_id="r1")),
+    ):
+        with counted() as log:
+            method(request, metadata=as_service())
+        assert len(log.statements) == 1, log.statements
