@@ -7,6 +7,7 @@ simply await the behaviour, whatever the method's arity.
 """
 
 import abc
+import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
@@ -38,8 +39,10 @@ class MethodName(NamedTuple):
         return self.service in PUBLIC_SERVICES
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_method_name(path: str) -> MethodName:
-    """The one parser of method paths; a path without two parts keeps ''."""
+    """The one parser of method paths; a path without two parts keeps ''.
+    Cached: every interceptor asks on every call, for a handful of paths."""
     _, _, rest = path.partition("/")
     service, _, name = rest.partition("/")
     return MethodName(path, service, name)
@@ -84,8 +87,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor, abc.ABC):
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
+        if handler is None:  # no such method: gRPC answers UNIMPLEMENTED
+            return None
         method = parse_method_name(handler_call_details.method)
-        if handler is None or not self.applies_to(method, handler):
+        if not self.applies_to(method, handler):
             return handler
         factory, behavior = handler_factory(handler)
         behavior = awaitable_behavior(behavior)
