@@ -1,0 +1,110 @@
+"""What the service's own per-call steps cost, in microseconds of CPU.
+
+    .venv/bin/python benchmarks/percall.py
+
+Each step runs in a loop in this process and is timed with the thread's CPU
+clock (time.thread_time), so other load on the machine changes the figures
+little; the best of five rounds is printed. These are the steps every RPC pays
+besides the gRPC framework and the database: the access-log line, credentials
+(a cached JWT, a service token), the context variables, the metrics, the
+method-name parse, and building responses. The load tests (run.sh) measure
+the whole call.
+"""
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
+
+from feedback.v1 import feedback_pb2 as pb
+from feedback_service.auth.credentials import Authenticator, JwtVerifier, ServiceTokens
+from feedback_service.auth.keys import KeySet
+from feedback_service.domain.records import FeedbackRow
+from feedback_service.interceptors.base import parse_method_name
+from feedback_service.interceptors.observability import _latency, _requests
+from feedback_service.observability import access_log, configure_logging, log_access
+from feedback_service.servicers.convert import feedback_message, feedback_page
+
+ROUNDS = 5
+METHOD = "/feedback.v1.FeedbackService/GetFeedbackStats"
+
+
+def cpu_us(step: Callable[[], object], calls: int) -> float:
+    """The best of ROUNDS rounds, in µs of this thread's CPU per call."""
+    best = float("inf")
+    for _ in range(ROUNDS):
+        started = time.thread_time()
+        for _ in range(calls):
+            step()
+        best = min(best, (time.thread_time() - started) / calls * 1e6)
+    return best
+
+
+def rows(count: int) -> list[FeedbackRow]:
+    now = time.time_ns() // 1000
+    return [
+        FeedbackRow(
+            i, str(uuid.uuid4()), "bench-thread", "bench-run", "bench-user", f"m-{i}", 1, "fine", now, now
+        )
+        for i in range(count)
+    ]
+
+
+def steps() -> dict[str, tuple[Callable[[], object], int]]:
+    import jwt
+
+    secret = "x" * 64
+    token = jwt.encode({"sub": "bench-user", "exp": int(time.time()) + 3600}, secret, algorithm="HS256")
+    authenticator = Authenticator(JwtVerifier(KeySet(secret)), ServiceTokens({"bench": "bench-token"}))
+    bearer = [("authorization", f"Bearer {token}")]
+    service = [("x-service-token", "bench-token"), ("x-on-behalf-of", "bench-user")]
+    authenticator.authenticate(bearer)  # the token is cached from here on
+    variable: ContextVar[object] = ContextVar("bench")
+    method = parse_method_name(METHOD)
+    page, one = rows(100), rows(1)[0]
+    import grpc
+
+    return {
+        "access-log line (formatted and buffered)": (
+            lambda: log_access(METHOD, "OK", 0.001234, "user", "bench-user", "ipv4:127.0.0.1:50000"),
+            20_000,
+        ),
+        "JWT credentials, cached": (lambda: authenticator.authenticate(bearer), 20_000),
+        "service token + x-on-behalf-of": (lambda: authenticator.authenticate(service), 20_000),
+        "context variable set + get": (lambda: (variable.set(method), variable.get()), 100_000),
+        "metrics: latency + request count": (
+            lambda: (_latency(method).observe(0.001), _requests(method, grpc.StatusCode.OK).inc()),
+            50_000,
+        ),
+        "method name parse (cached)": (lambda: parse_method_name(METHOD), 100_000),
+        "Feedback message from a row": (lambda: feedback_message(one), 20_000),
+        "ListFeedbackResponse of 100 rows": (
+            lambda: feedback_page(pb.ListFeedbackResponse(), page),
+            500,
+        ),
+        "FeedbackStats message": (
+            lambda: pb.FeedbackStats(run_id="r", total=3, positive=2, negative=1),
+            50_000,
+        ),
+    }
+
+
+async def measure() -> None:
+    """Inside a running event loop, as in the server: access lines are
+    buffered and written in batches (here to /dev/null)."""
+    configure_logging("INFO", "text")
+    table = steps()
+    width = max(len(name) for name in table)
+    print(f"{'step':<{width}}  µs/call (CPU, best of {ROUNDS})")
+    for name, (step, calls) in table.items():
+        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+            figure = cpu_us(step, calls)
+            access_log.flush()
+        print(f"{name:<{width}}  {figure:8.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(measure())
