@@ -15,6 +15,7 @@ SERVER_MODULES = (
     "prometheus_client",
     "grpc_health",
     "grpc_reflection",
+    "opentelemetry.sdk",
 )
 
 

@@ -1,5 +1,7 @@
-"""Outermost: times and counts every RPC of ours and writes its access-log
-line, naming the principal the authentication interceptor set (if any)."""
+"""Outermost but for tracing: times and counts every RPC of ours and writes
+its access-log line, naming the principal the authentication interceptor set
+(if any) and the trace the call belongs to; when the call is traced, it also
+sets the status code and the principal kind on its server span."""
 
 import time
 from typing import Any
@@ -9,6 +11,7 @@ import grpc
 from feedback_service.auth.principal import current_principal
 from feedback_service.interceptors.base import Behavior, MethodName, ServerInterceptor
 from feedback_service.observability import IN_FLIGHT, LATENCY, REQUESTS, log_access
+from feedback_service.tracing import current_trace_id, record_outcome
 
 
 class ObservabilityInterceptor(ServerInterceptor):
@@ -34,13 +37,16 @@ class ObservabilityInterceptor(ServerInterceptor):
             LATENCY.labels(method.service, method.name).observe(duration_s)
             REQUESTS.labels(method.service, method.name, code.name).inc()
             principal = current_principal.get(None)
+            kind = principal.kind.value if principal else None
+            record_outcome(code, kind)
             log_access(
                 method.path,
                 code.name,
                 duration_s,
-                principal.kind.value if principal else None,
+                kind,
                 principal.id if principal else None,
                 context.peer(),
+                current_trace_id(),
             )
 
 
