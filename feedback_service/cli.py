@@ -5,11 +5,13 @@ import asyncio
 import errno
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import sys
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import jwt
 
@@ -18,6 +20,10 @@ from feedback_service.observability import configure_logging
 from feedback_service.store.database import open_database
 from feedback_service.store.dialects import describe_url
 from feedback_service.store.migrations import migrate
+from feedback_service.tracing import TracingConfigError, configure_tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("feedback_service")
 
@@ -68,10 +74,21 @@ def check_listen(listen: str) -> None:
 
 
 async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
+    """Serves until SIGTERM or SIGINT. Tracing is set up here, in the process
+    that serves (each worker of --workers sets up its own)."""
+    tracer_provider = configure_tracing()
+    try:
+        await _serve(settings, reuse_port, tracer_provider)
+    finally:
+        if tracer_provider:
+            tracer_provider.shutdown()  # exports the spans still buffered
+
+
+async def _serve(settings: Settings, reuse_port: bool, tracer_provider: "TracerProvider | None") -> None:
     from feedback_service.server import create_service  # grpc loads only when serving
 
     try:
-        service = create_service(settings, reuse_port=reuse_port)
+        service = create_service(settings, reuse_port=reuse_port, tracer_provider=tracer_provider)
     except RuntimeError as exc:  # gRPC's bind failed after all (say, the port was taken meanwhile)
         if "Failed to bind" not in str(exc):
             raise
@@ -82,6 +99,8 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     url = describe_url(settings.effective_database_url())
     transport = "mutual TLS" if settings.tls_client_ca_file else "TLS" if settings.tls else "plaintext"
     log.info("serving on %s (port %d, %s), database %s", settings.listen, service.port, transport, url)
+    if tracer_provider:
+        log.info("tracing on: exporting to %s", os.environ.get("OTEL_TRACES_EXPORTER"))
     if settings.metrics_listen:
         log.info("metrics on http://%s/metrics (port %d)", settings.metrics_listen, metrics_port(settings))
     stop = asyncio.Event()
@@ -110,6 +129,9 @@ def _worker(settings: Settings, index: int) -> None:
     except CannotListen as exc:
         log.error("%s", exc)
         sys.exit(1)
+    except TracingConfigError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
 
 
 def serve_workers(settings: Settings) -> int:
@@ -221,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         except CannotListen as exc:
             log.error("%s", exc)
             return 1
+        except TracingConfigError as exc:
+            log.error("%s", exc)
+            return 2
     elif args.command == "migrate":
         run_migrate(settings)
     elif args.command == "token":

@@ -216,22 +216,30 @@ def configure_logging(level: str, log_format: str) -> None:
 
 
 def log_access(
-    method: str, code: str, duration_s: float, principal_kind: str | None, principal_id: str | None, peer: str
+    method: str,
+    code: str,
+    duration_s: float,
+    principal_kind: str | None,
+    principal_id: str | None,
+    peer: str,
+    trace_id: str | None = None,
 ) -> None:
-    """The access line: who called what, how it ended, how long it took.
-    Never a token, and never the text of a comment."""
+    """The access line: who called what, how it ended, how long it took, and
+    the trace it belongs to when it is traced. Never a token, and never the
+    text of a comment."""
     if not access_log.enabled:
         return
-    access_log.write(
-        {
-            "method": method,
-            "code": code,
-            "duration_ms": round(duration_s * 1000, 3),
-            "principal_kind": principal_kind,
-            "principal_id": principal_id,
-            "peer": peer,
-        }
-    )
+    fields = {
+        "method": method,
+        "code": code,
+        "duration_ms": round(duration_s * 1000, 3),
+        "principal_kind": principal_kind,
+        "principal_id": principal_id,
+        "peer": peer,
+    }
+    if trace_id:
+        fields["trace_id"] = trace_id
+    access_log.write(fields)
 
 
 def start_metrics_server(listen: str) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
+from opentelemetry import trace
 
 from feedback.v1 import feedback_pb2, feedback_pb2_grpc, thread_registry_pb2, thread_registry_pb2_grpc
 from feedback_service.auth.access import declared_rules
@@ -23,6 +24,7 @@ from feedback_service.interceptors.errors import ErrorStatusInterceptor
 from feedback_service.interceptors.limits import ConcurrencyLimitInterceptor, PublicStreamLimitInterceptor
 from feedback_service.interceptors.observability import ObservabilityInterceptor
 from feedback_service.interceptors.request import RequestInterceptor
+from feedback_service.interceptors.tracing import TracingInterceptor
 from feedback_service.observability import access_log
 from feedback_service.reflection import enable_reflection
 from feedback_service.servicers.feedback import FeedbackServicer
@@ -30,6 +32,7 @@ from feedback_service.servicers.health import HealthServicer
 from feedback_service.servicers.thread_registry import ThreadRegistryServicer
 from feedback_service.store.database import Store, open_database
 from feedback_service.store.migrations import migrate
+from feedback_service.tracing import TRACER_NAME
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +110,15 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials:
     )
 
 
-def interceptors(settings: Settings, waits: CallerWaits) -> list[grpc.aio.ServerInterceptor]:
+def interceptors(
+    settings: Settings, waits: CallerWaits, tracer: trace.Tracer | None = None
+) -> list[grpc.aio.ServerInterceptor]:
     """Outermost first. Credentials are checked before the request message is
-    read, so a caller without them is turned away before it can stall."""
+    read, so a caller without them is turned away before it can stall. With
+    tracing off there is no tracing interceptor at all."""
+    tracing: list[grpc.aio.ServerInterceptor] = [TracingInterceptor(tracer)] if tracer else []
     return [
+        *tracing,
         ObservabilityInterceptor(),
         ErrorStatusInterceptor(),
         AuthenticationInterceptor(
@@ -125,12 +133,14 @@ def interceptors(settings: Settings, waits: CallerWaits) -> list[grpc.aio.Server
     ]
 
 
-def build_server(settings: Settings, store: Store, *, reuse_port: bool = False) -> Service:
+def build_server(
+    settings: Settings, store: Store, *, reuse_port: bool = False, tracer: trace.Tracer | None = None
+) -> Service:
     # No maximum_concurrent_rpcs: gRPC's own limit counts every call, health
     # checks and stalled callers included (see interceptors/limits.py).
     waits = CallerWaits()
     server = grpc.aio.server(
-        interceptors=interceptors(settings, waits), options=server_options(settings, reuse_port)
+        interceptors=interceptors(settings, waits, tracer), options=server_options(settings, reuse_port)
     )
     feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(FeedbackServicer(FeedbackRules(store)), server)
     thread_registry_pb2_grpc.add_ThreadRegistryServicer_to_server(
@@ -159,9 +169,15 @@ def check_tls_settings(settings: Settings) -> None:
         )
 
 
-def create_service(settings: Settings, *, reuse_port: bool = False) -> Service:
-    """Opens and migrates the database, then builds the server over it."""
+def create_service(
+    settings: Settings, *, reuse_port: bool = False, tracer_provider: trace.TracerProvider | None = None
+) -> Service:
+    """Opens and migrates the database, then builds the server over it. With
+    a tracer provider, RPCs and their database work are traced to it."""
     check_tls_settings(settings)
     db = open_database(settings.effective_database_url(), settings.db_connect_timeout_s)
     migrate(db)
-    return build_server(settings, Store(db, settings.db_workers), reuse_port=reuse_port)
+    tracer = tracer_provider.get_tracer(TRACER_NAME) if tracer_provider else None
+    return build_server(
+        settings, Store(db, settings.db_workers, tracer), reuse_port=reuse_port, tracer=tracer
+    )

@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 import jwt
 from google.protobuf.descriptor import MethodDescriptor
+from opentelemetry.trace import TracerProvider
 from peewee import Database
 from playhouse import db_url
 
@@ -66,10 +67,12 @@ def reset_database(url: str) -> None:
 
 
 class ServerThread:
-    """Runs one server on its own event loop in a daemon thread."""
+    """Runs one server on its own event loop in a daemon thread (traced to
+    tracer_provider, if given)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tracer_provider: TracerProvider | None = None) -> None:
         self.settings = settings
+        self.tracer_provider = tracer_provider
         self.port = 0
         self.service: Service | None = None
         self._ready = threading.Event()
@@ -90,7 +93,7 @@ class ServerThread:
 
     async def _main(self) -> None:
         try:
-            self.service = create_service(self.settings)
+            self.service = create_service(self.settings, tracer_provider=self.tracer_provider)
             await self.service.start()
             self.port = self.service.port
             self._loop = asyncio.get_running_loop()
@@ -133,8 +136,10 @@ class Client:
 
 
 @contextmanager
-def running_server(settings: Settings) -> Iterator[tuple[ServerThread, Client]]:
-    server = ServerThread(settings).start()
+def running_server(
+    settings: Settings, tracer_provider: TracerProvider | None = None
+) -> Iterator[tuple[ServerThread, Client]]:
+    server = ServerThread(settings, tracer_provider).start()
     channel = grpc.insecure_channel(server.address)
     try:
         yield server, Client(channel)
@@ -168,9 +173,15 @@ class ServiceProcess:
     continuously, so a chatty server never blocks on a full pipe."""
 
     def __init__(
-        self, data_dir: Path, *args: str, listen: str = "127.0.0.1:0", servers: int = 1, **settings: str
+        self,
+        data_dir: Path,
+        *args: str,
+        listen: str = "127.0.0.1:0",
+        servers: int = 1,
+        env: dict[str, str] | None = None,
+        **settings: str,
     ) -> None:
-        self.env = service_env(data_dir, **settings)
+        self.env = service_env(data_dir, **settings) | (env or {})
         self.process = subprocess.Popen(
             [BIN / "feedback-service", "serve", "--listen", listen, *args],
             env=self.env,

@@ -126,9 +126,18 @@ def test_metrics_and_access_log_show_the_traffic(tmp_path):
             )
         with pytest.raises(grpc.RpcError):
             client.feedback.GetFeedbackStats(pb.GetFeedbackStatsRequest(thread_id="t1", run_id="r1"))
-        samples = scrape(port)
         service_name = "feedback.v1.FeedbackService"
         requests = "feedback_rpc_requests_total"
+        # An aborted call is counted just after its status is sent, so the
+        # client may see the failure first: wait for the two failed calls.
+        failed = [("CreateFeedback", "ALREADY_EXISTS"), ("GetFeedbackStats", "UNAUTHENTICATED")]
+        wait_until(
+            lambda: all(
+                (requests, frozenset({("service", service_name), ("method", m), ("code", c)})) in scrape(port)
+                for m, c in failed
+            )
+        )
+        samples = scrape(port)
         assert metric(samples, requests, service=service_name, method="CreateFeedback", code="OK") == 3
         assert (
             metric(samples, requests, service=service_name, method="CreateFeedback", code="ALREADY_EXISTS")

@@ -1,5 +1,7 @@
 """Server interceptors. server.py chains them, outermost first:
-observability (metrics, access log) -> error statuses -> authentication
-(metadata -> principal) -> request (read and decode the message, with a time
-limit) -> concurrency limit -> authorization (the RPC's declared rule). Public
-streams (health Watch, reflection) pass only the public stream limit."""
+tracing (a server span continuing the caller's trace; only when tracing is
+on) -> observability (metrics, access log, the span's outcome) -> error
+statuses -> authentication (metadata -> principal) -> request (read and
+decode the message, with a time limit) -> concurrency limit -> authorization
+(the RPC's declared rule). Public streams (health Watch, reflection) pass
+only the public stream limit."""

@@ -1,5 +1,7 @@
-"""Outermost: times and counts every RPC of ours and writes its access-log
-line, naming the principal the authentication interceptor set (if any)."""
+"""Outermost but for tracing: times and counts every RPC of ours and writes
+its access-log line, naming the principal the authentication interceptor set
+(if any) and the trace the call belongs to; when the call is traced, it also
+sets the status code and the principal kind on its server span."""
 
 import functools
 import time
@@ -10,6 +12,7 @@ import grpc
 from feedback_service.auth.principal import current_principal
 from feedback_service.interceptors.base import Behavior, MethodName, ServerInterceptor
 from feedback_service.observability import IN_FLIGHT, LATENCY, REQUESTS, log_access
+from feedback_service.tracing import current_trace_id, record_outcome
 
 
 @functools.lru_cache(maxsize=1024)
@@ -52,13 +55,16 @@ class ObservabilityInterceptor(ServerInterceptor):
             _latency(method).observe(duration_s)
             _requests(method, code).inc()
             principal = current_principal.get(None)
+            kind = principal.kind.value if principal else None
+            record_outcome(code, kind)
             log_access(
                 method.path,
                 code.name,
                 duration_s,
-                principal.kind.value if principal else None,
+                kind,
                 principal.id if principal else None,
                 context.peer(),
+                current_trace_id(),
             )
 
 

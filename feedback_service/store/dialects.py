@@ -29,6 +29,8 @@ MIGRATION_LOCK = 0x6665_6564  # an arbitrary, fixed advisory lock id
 class Dialect:
     """The mixin; the defaults suit a server database reached over a network."""
 
+    # The database's name in traces (OpenTelemetry's db.system).
+    system: ClassVar[str]
     # Run each unit of work first on the event loop, with no waiting for
     # locks; only work that would wait goes to a database thread.
     inline_first: ClassVar[bool] = False
@@ -84,6 +86,7 @@ class SqliteDialect(Dialect, SqliteDatabase):
     only for another process's write lock), and writes that would wait queue on
     one writer thread instead of starving each other on the file lock."""
 
+    system = "sqlite"
     inline_first = True
     single_writer = True
     # No round trip to save: an owner lookup and the plain read cost less than
@@ -136,6 +139,7 @@ class SqliteDialect(Dialect, SqliteDatabase):
 
 
 class PostgresDialect(Dialect, PostgresqlDatabase):
+    system = "postgresql"
     transient_codes = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 
     @contextlib.contextmanager
@@ -148,6 +152,7 @@ class PostgresDialect(Dialect, PostgresqlDatabase):
 
 
 class MySQLDialect(Dialect, MySQLDatabase):
+    system = "mysql"
     # Ids are case-sensitive and comments hold any Unicode: MySQL's default
     # *_ci collation would make "Alice" and "alice" the same user.
     table_settings = ("DEFAULT CHARSET=utf8mb4", "COLLATE=utf8mb4_bin")
