@@ -5,6 +5,7 @@ the caller's Access names, then run one unit of work in the store.
 work still queued when it passes is dropped.
 """
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ FEEDBACK_WRITTEN = Counter(
     "feedback_written_total", "Feedback created or upserted, by RPC and rating", ["method", "rating"]
 )
 RATING_LABELS = {1: "positive", -1: "negative"}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +204,17 @@ class FeedbackRules:
         )
         if not deleted:
             raise NotFound(f"no feedback of yours found on run {run_id}")
+
+    async def erase_user(self, access: Access, *, user_id: str, deadline: float | None) -> int:
+        """Erases every feedback of a user, everywhere, in one transaction (a
+        privacy request); returns how many there were. Logged with the calling
+        service and the user id: the record that the request was carried out."""
+        check = Checker()
+        check.id("user_id", user_id)
+        check.done()
+        erased = await self._store.write(queries.delete_user_feedback, user_id, deadline=deadline)
+        log.info("erased %d feedback of user %s for service %s", erased, user_id, access.caller)
+        return erased
 
 
 def _draft(

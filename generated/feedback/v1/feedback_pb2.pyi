@@ -4,12 +4,24 @@ from feedback.v1 import access_pb2 as _access_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHANGE_KIND_UNSPECIFIED: _ClassVar[ChangeKind]
+    CHANGE_KIND_CREATED: _ClassVar[ChangeKind]
+    CHANGE_KIND_UPDATED: _ClassVar[ChangeKind]
+    CHANGE_KIND_DELETED: _ClassVar[ChangeKind]
+CHANGE_KIND_UNSPECIFIED: ChangeKind
+CHANGE_KIND_CREATED: ChangeKind
+CHANGE_KIND_UPDATED: ChangeKind
+CHANGE_KIND_DELETED: ChangeKind
 
 class Feedback(_message.Message):
     __slots__ = ("feedback_id", "thread_id", "run_id", "user_id", "message_id", "rating", "comment", "created_at", "updated_at")
@@ -156,3 +168,37 @@ class BatchGetFeedbackStatsResponse(_message.Message):
     STATS_FIELD_NUMBER: _ClassVar[int]
     stats: _containers.RepeatedCompositeFieldContainer[FeedbackStats]
     def __init__(self, stats: _Optional[_Iterable[_Union[FeedbackStats, _Mapping]]] = ...) -> None: ...
+
+class StreamFeedbackChangesRequest(_message.Message):
+    __slots__ = ("after_cursor", "follow", "thread_id")
+    AFTER_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    after_cursor: str
+    follow: bool
+    thread_id: str
+    def __init__(self, after_cursor: _Optional[str] = ..., follow: _Optional[bool] = ..., thread_id: _Optional[str] = ...) -> None: ...
+
+class FeedbackChange(_message.Message):
+    __slots__ = ("cursor", "kind", "feedback", "changed_at")
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
+    cursor: str
+    kind: ChangeKind
+    feedback: Feedback
+    changed_at: _timestamp_pb2.Timestamp
+    def __init__(self, cursor: _Optional[str] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., feedback: _Optional[_Union[Feedback, _Mapping]] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class DeleteUserFeedbackRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class DeleteUserFeedbackResponse(_message.Message):
+    __slots__ = ("deleted_feedback",)
+    DELETED_FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    deleted_feedback: int
+    def __init__(self, deleted_feedback: _Optional[int] = ...) -> None: ...
