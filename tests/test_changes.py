@@ -12,6 +12,7 @@ import random
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -669,6 +670,23 @@ def test_old_changes_are_pruned_and_an_old_cursor_must_resync(database_url, tmp_
         assert kinds(read_changes(client)) == [(CREATED, new.feedback_id)]
         stored = listed_as_service(client, ["t1"])
         assert set(stored) == {f.feedback_id for f in [*old, new]}
+
+
+def test_request_ids_past_their_window_are_pruned(database_url, tmp_path):
+    settings = server_settings(tmp_path, database_url=database_url, changes_prune_interval_s=0.2)
+    with running_server(settings) as (_, client):
+        register(client, "t1", "", ["r1"])
+        client.feedback.CreateFeedback(
+            pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1, request_id=str(uuid.uuid4())),
+            metadata=as_user("a"),
+        )
+        db = inspect_database(settings.effective_database_url())
+        try:
+            assert db.execute_sql("SELECT COUNT(*) FROM idempotent_request").fetchone() == (1,)
+            db.execute_sql("UPDATE idempotent_request SET created_at = created_at - 86400000001")
+            wait_until(lambda: db.execute_sql("SELECT COUNT(*) FROM idempotent_request").fetchone() == (0,))
+        finally:
+            db.close()
 
 
 # --- limits and shutdown -------------------------------------------------------------------

@@ -9,6 +9,7 @@ here (a field of a type not handled below fails the test loudly).
 """
 
 import base64
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -432,11 +433,26 @@ def hostile_request(data: st.DataObject, path: str, caller: Caller) -> tuple[Mes
             setattr(request, name, value)
     if "page_token" in fields:
         request.page_token = page_token(data, request, caller)
+    if "request_id" in fields:
+        request.request_id = data.draw(request_ids, label="request_id")
     if "after_cursor" in fields:
         request.after_cursor = data.draw(change_cursors(), label="after_cursor")
     return request, caller
 
 
+# A few request ids, so that repeats (same and different requests) happen, in
+# any case; and malformed ones.
+REQUEST_IDS = [str(uuid.UUID(int=n * 0x1111_1111_1111_1111)) for n in range(1, 5)]
+request_ids = weighted(
+    (2, st.just("")),
+    (4, st.sampled_from(REQUEST_IDS)),
+    (1, st.sampled_from(REQUEST_IDS).map(str.upper)),
+    (1, st.uuids().map(str)),
+    (1, st.sampled_from(REQUEST_IDS).map(lambda r: r.replace("-", ""))),
+    (1, st.sampled_from(REQUEST_IDS).map(lambda r: "{" + r + "}")),
+    (1, arbitrary_text),
+    (1, id_text),
+)
 # The id of the module's change log, which real cursors carry (read once).
 change_log_id: list[str] = []
 

@@ -194,6 +194,7 @@ def decodes(descriptor: Descriptor, body: bytes) -> bool:
 FEEDBACK_SLOTS = 8
 current_feedback: list[tuple[str, str, str, str, str]] = []
 COMMENTS = ["", "fine", "é" * 20, "👍 agreed", "日本語のコメント"]
+REQUEST_IDS = ["0f4c3b9e-39a1-4d27-9d49-0c7f1e4a6b21", "7d1c2e3f-4a5b-4c6d-8e9f-a0b1c2d3e4f5"]
 
 
 def valid_request(data: st.DataObject, path: str) -> Message:
@@ -218,6 +219,7 @@ def valid_request(data: st.DataObject, path: str) -> Message:
         "page_size": data.draw(st.integers(0, 3), label="page_size"),
         "service": data.draw(st.sampled_from(["", "feedback.v1.FeedbackService"]), label="service"),
         "user_id": data.draw(st.sampled_from(USERS), label="user_id"),
+        "request_id": data.draw(st.sampled_from(["", *REQUEST_IDS]), label="request_id"),
         "after_cursor": "",
         "follow": data.draw(st.booleans(), label="follow"),
     }

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from feedback_service.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, ServiceError
 from feedback_service.domain.records import ChangeLogState, ChangeRow
 from feedback_service.domain.validation import Checker
-from feedback_service.store import changes
+from feedback_service.store import changes, requests
 from feedback_service.store.database import Store
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def _expired(retention: str) -> FailedPrecondition:
 
 
 class ChangeFeed:
-    """StreamFeedbackChanges, and the pruning of the change log."""
+    """StreamFeedbackChanges, and the pruning of the change log and of old request ids."""
 
     def __init__(self, store: Store, *, poll_interval_s: float, retention_s: float) -> None:
         self._store = store
@@ -119,7 +119,8 @@ class ChangeFeed:
         return position
 
     async def prune(self) -> int:
-        """Deletes changes older than the retention; returns how many."""
+        """Deletes changes older than the retention, and request ids past their
+        window; returns how many changes were deleted."""
         now_us = time.time_ns() // 1000
         cutoff = now_us - int(self._retention_s * 1_000_000)
         pruned = 0
@@ -128,6 +129,7 @@ class ChangeFeed:
             pruned += deleted
             if deleted < PRUNE_BATCH:
                 break
+        await self._store.write(requests.prune_requests, now_us)
         return pruned
 
     async def prune_every(self, interval_s: float) -> None:

@@ -65,7 +65,7 @@ class RunRecord:
     created_at: int
 
 
-# --- the change log --------------------------------------------------------------
+# --- the change log and request ids --------------------------------------------
 
 
 class ChangeKind(IntEnum):
@@ -106,3 +106,14 @@ class ChangeLogState:
     log_id: str
     last_position: int
     pruned_through: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestClaim:
+    """A request sent with a request_id (AIP-155): `key` names the caller's
+    request id, `fingerprint` what was asked, `user_id` whose request it is
+    (erasing a user forgets their requests)."""
+
+    key: str
+    fingerprint: str
+    user_id: str

@@ -36,6 +36,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             rating=request.rating,
             comment=request.comment,
             message_id=request.message_id,
+            request_id=request.request_id,
             deadline=deadline(context),
         )
         return feedback_message(row)
@@ -109,6 +110,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             thread_id=request.thread_id,
             run_id=request.run_id,
             feedback_id=request.feedback_id,
+            request_id=request.request_id,
             deadline=deadline(context),
         )
         return pb.DeleteFeedbackResponse(success=True)
@@ -120,6 +122,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             current_access.get(),
             thread_id=request.thread_id,
             run_id=request.run_id,
+            request_id=request.request_id,
             deadline=deadline(context),
         )
         return pb.DeleteFeedbackResponse(success=True)

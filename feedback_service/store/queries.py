@@ -4,9 +4,12 @@ the Store puts it (a database thread, or the event loop on SQLite), and
 raises domain errors when the data says no.
 
 Every write of feedback records what it changed in the change log
-(store/changes.py), in its own transaction and as its last step.
+(store/changes.py), in its own transaction and as its last step; a write
+sent with a request_id first claims it (store/requests.py), in the same
+transaction.
 """
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -18,10 +21,12 @@ from feedback_service.domain.records import (
     ChangeKind,
     FeedbackDraft,
     FeedbackRow,
+    RequestClaim,
     RunRecord,
     RunStats,
     ThreadRecord,
 )
+from feedback_service.store import requests
 from feedback_service.store.changes import append_changes
 from feedback_service.store.models import Feedback, Run, Thread, database
 from feedback_service.store.prepared import Prepared
@@ -262,7 +267,7 @@ def _not_found(draft: FeedbackDraft, user_id: str | None) -> NotFound:
 
 class _Unchanged(Exception):
     """Raised inside a write's transaction when it changed nothing: the
-    transaction rolls back."""
+    transaction (and a request_id claimed in it) rolls back."""
 
 
 def _key(row: FeedbackRow) -> tuple[str, str, str, str, str]:
@@ -270,14 +275,24 @@ def _key(row: FeedbackRow) -> tuple[str, str, str, str, str]:
     return (row.feedback_id, row.thread_id, row.run_id, row.user_id, row.message_id)
 
 
-def create_feedback(draft: FeedbackDraft, checked: bool) -> FeedbackRow:
+def _row_json(row: FeedbackRow) -> str:
+    return json.dumps(row._asdict())
+
+
+def create_feedback(draft: FeedbackDraft, checked: bool, request: RequestClaim | None = None) -> FeedbackRow:
     """Inserts new feedback; an existing one for the same key is
-    ALREADY_EXISTS. `checked`: apply the thread rule for the draft's user."""
+    ALREADY_EXISTS. `checked`: apply the thread rule for the draft's user.
+    With a request claim, a repeat of the request returns the feedback the
+    first call created."""
     row = _new_row(draft)
     user_id = draft.user_id if checked else None
     inserting = False
     try:
         with database.atomic():
+            if request is not None:
+                earlier = requests.claim(request, _row_json(row), row.created_at)
+                if earlier is not None:
+                    return FeedbackRow(**json.loads(earlier))
             inserting = True
             statement = _INSERT_IF_RUN(draft.thread_id, draft.run_id, user_id, _inserted_values(row))
             if database.execute_sql(*statement).rowcount != 1:
@@ -387,14 +402,20 @@ _DELETE_USER = _deletion(lambda user_id: Feedback.user_id == user_id)
 
 
 def _delete_users_feedback(
-    deletion: tuple[Prepared, Prepared], args: tuple, thread_id: str, checked_user: str | None
+    deletion: tuple[Prepared, Prepared],
+    args: tuple,
+    thread_id: str,
+    checked_user: str | None,
+    request: RequestClaim | None,
 ) -> bool:
-    """One of a user's deletes: deletes, then records the changes, in one
-    transaction. False when nothing was deleted; NOT_FOUND when the thread
-    rule was the reason."""
+    """One of a user's deletes: claims the request (if any), deletes, records
+    the changes, in one transaction. False when nothing was deleted (the
+    claim rolls back); NOT_FOUND when the thread rule was the reason."""
     now = now_us()
     try:
         with database.atomic():
+            if request is not None and requests.claim(request, "", now) is not None:
+                return True  # the first call with this request id deleted it
             deleted = _delete_where(*deletion, *args)
             if not deleted:
                 raise _Unchanged
@@ -405,28 +426,41 @@ def _delete_users_feedback(
     return True
 
 
-def delete_feedback(thread_id: str, run_id: str, feedback_id: str, user_id: str, checked: bool) -> bool:
+def delete_feedback(
+    thread_id: str,
+    run_id: str,
+    feedback_id: str,
+    user_id: str,
+    checked: bool,
+    request: RequestClaim | None = None,
+) -> bool:
     """Deletes one feedback of the user on that thread and run, if the thread
-    rule lets them (`checked`: else NOT_FOUND); False if there was none."""
+    rule lets them (`checked`: else NOT_FOUND); False if there was none. A
+    repeat of a request that deleted it is True again."""
     checked_user = user_id if checked else None
     args = (thread_id, run_id, feedback_id, user_id, checked_user)
-    return _delete_users_feedback(_DELETE_ONE, args, thread_id, checked_user)
+    return _delete_users_feedback(_DELETE_ONE, args, thread_id, checked_user, request)
 
 
-def delete_run_feedback(thread_id: str, run_id: str, user_id: str, checked: bool) -> bool:
+def delete_run_feedback(
+    thread_id: str, run_id: str, user_id: str, checked: bool, request: RequestClaim | None = None
+) -> bool:
     """Deletes all of the user's feedback on a run, if the thread rule lets
-    them (`checked`: else NOT_FOUND); False if there was none."""
+    them (`checked`: else NOT_FOUND); False if there was none. A repeat of a
+    request that deleted some is True again."""
     checked_user = user_id if checked else None
     args = (thread_id, run_id, user_id, checked_user)
-    return _delete_users_feedback(_DELETE_RUN, args, thread_id, checked_user)
+    return _delete_users_feedback(_DELETE_RUN, args, thread_id, checked_user, request)
 
 
 def delete_user_feedback(user_id: str) -> int:
-    """Erases every feedback of a user, on every thread, in one transaction;
-    returns how many were erased."""
+    """Erases every feedback of a user, on every thread, and what was kept to
+    answer their retried requests, in one transaction; returns how many
+    feedback were erased."""
     now = now_us()
     with database.atomic():
         deleted = _delete_where(*_DELETE_USER, user_id)
+        requests.forget_user(user_id)
         append_changes(ChangeKind.DELETED, deleted, now)
     return len(deleted)
 

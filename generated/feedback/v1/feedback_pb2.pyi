@@ -46,18 +46,20 @@ class Feedback(_message.Message):
     def __init__(self, feedback_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., run_id: _Optional[str] = ..., user_id: _Optional[str] = ..., message_id: _Optional[str] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateFeedbackRequest(_message.Message):
-    __slots__ = ("thread_id", "run_id", "rating", "comment", "message_id")
+    __slots__ = ("thread_id", "run_id", "rating", "comment", "message_id", "request_id")
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     RATING_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     thread_id: str
     run_id: str
     rating: int
     comment: str
     message_id: str
-    def __init__(self, thread_id: _Optional[str] = ..., run_id: _Optional[str] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ..., message_id: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, thread_id: _Optional[str] = ..., run_id: _Optional[str] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ..., message_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class UpsertFeedbackRequest(_message.Message):
     __slots__ = ("thread_id", "run_id", "rating", "comment", "message_id")
@@ -114,22 +116,26 @@ class FeedbackStats(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., total: _Optional[int] = ..., positive: _Optional[int] = ..., negative: _Optional[int] = ...) -> None: ...
 
 class DeleteFeedbackRequest(_message.Message):
-    __slots__ = ("thread_id", "run_id", "feedback_id")
+    __slots__ = ("thread_id", "run_id", "feedback_id", "request_id")
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     thread_id: str
     run_id: str
     feedback_id: str
-    def __init__(self, thread_id: _Optional[str] = ..., run_id: _Optional[str] = ..., feedback_id: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, thread_id: _Optional[str] = ..., run_id: _Optional[str] = ..., feedback_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteRunFeedbackRequest(_message.Message):
-    __slots__ = ("thread_id", "run_id")
+    __slots__ = ("thread_id", "run_id", "request_id")
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     thread_id: str
     run_id: str
-    def __init__(self, thread_id: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, thread_id: _Optional[str] = ..., run_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteFeedbackResponse(_message.Message):
     __slots__ = ("success",)

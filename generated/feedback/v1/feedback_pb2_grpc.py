@@ -115,7 +115,8 @@ class FeedbackServiceServicer:
         """Rates a run. Needs `threads:write` and a user; the thread must be
         registered and owned by the caller or shared, and the run must belong to
         it (else NOT_FOUND). One feedback per (thread, run, user, message_id):
-        a second one is ALREADY_EXISTS (use UpsertFeedback to change it).
+        a second one is ALREADY_EXISTS (use UpsertFeedback to change it). Send a
+        `request_id` to retry safely: a repeat returns the first call's feedback.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,7 +157,7 @@ class FeedbackServiceServicer:
         """Deletes one of the caller's feedback by id. Needs `threads:delete` and a
         user; the thread must be registered and owned by the caller or shared.
         Feedback of another user, or not on the given thread and run, is
-        NOT_FOUND.
+        NOT_FOUND. Send a `request_id` to retry safely: a repeat succeeds again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -165,7 +166,8 @@ class FeedbackServiceServicer:
     def DeleteRunFeedback(self, request, context):
         """Deletes all of the caller's feedback on a run (run-level and
         message-level). Needs `threads:delete` and a user; NOT_FOUND if the caller
-        had none there.
+        had none there. Send a `request_id` to retry safely: a repeat succeeds
+        again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -223,9 +225,11 @@ class FeedbackServiceServicer:
         """Erases every feedback of one user, on every thread, in one transaction,
         and returns how many there were (0 when the user had none): for privacy
         requests. Each erased feedback appears as DELETED on
-        StreamFeedbackChanges. Only services acting as themselves may call it
-        (`threads:delete`); anyone else gets PERMISSION_DENIED. The server logs
-        each erasure with the calling service and the user id, never a comment.
+        StreamFeedbackChanges, and what the service kept to answer the user's
+        retried requests (`request_id`) is erased with it. Only services acting
+        as themselves may call it (`threads:delete`); anyone else gets
+        PERMISSION_DENIED. The server logs each erasure with the calling service
+        and the user id, never a comment.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
