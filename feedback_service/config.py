@@ -3,6 +3,7 @@ configuration table lists each one."""
 
 import logging
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,21 @@ def parse_named_values(spec: str) -> dict[str, str]:
             raise ValueError(f"expected name=value entries separated by commas, got {name.strip()!r}")
         pairs[name.strip()] = value.strip()
     return pairs
+
+
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_PATTERN = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
+
+
+def parse_duration(name: str, value: str) -> float:
+    """Seconds from `7d`, `12h`, `30m`, `45s` or a plain number of seconds."""
+    match = DURATION_PATTERN.fullmatch(value.strip().lower())
+    seconds = float(match.group(1)) * DURATION_UNITS[match.group(2)] if match else 0.0
+    if seconds <= 0:
+        raise ValueError(
+            f"{name} must be a positive duration such as 7d, 12h, 30m, 45s or 3600, got {value!r}"
+        )
+    return seconds
 
 
 def sqlite_url(path: Path) -> str:
@@ -70,9 +86,16 @@ class Settings:
     # Open health Watch and reflection streams, per client connection and in all.
     max_public_streams_per_connection: int = 10
     max_public_streams: int = 100
+    # Open StreamFeedbackChanges streams (they do not count as calls in progress).
+    max_change_streams: int = 64
     keepalive_time_s: float = 60.0
     keepalive_timeout_s: float = 20.0
     keepalive_min_client_interval_s: float = 10.0
+    # The change feed: how long changes are kept, how often old ones (and old
+    # request ids) are pruned, how often a following stream looks for new ones.
+    changes_retention_s: float = 7 * 86400.0
+    changes_prune_interval_s: float = 60.0
+    changes_poll_interval_s: float = 0.5
     # Operations
     shutdown_grace_s: float = 10.0
     reflection: bool = True
@@ -117,6 +140,16 @@ class Settings:
                 get("MAX_PUBLIC_STREAMS_PER_CONNECTION", str(defaults.max_public_streams_per_connection))
             ),
             max_public_streams=int(get("MAX_PUBLIC_STREAMS", str(defaults.max_public_streams))),
+            max_change_streams=int(get("MAX_CHANGE_STREAMS", str(defaults.max_change_streams))),
+            changes_retention_s=parse_duration(
+                "FEEDBACK_CHANGES_RETENTION", get("CHANGES_RETENTION", str(defaults.changes_retention_s))
+            ),
+            changes_prune_interval_s=float(
+                get("CHANGES_PRUNE_INTERVAL_S", str(defaults.changes_prune_interval_s))
+            ),
+            changes_poll_interval_s=float(
+                get("CHANGES_POLL_INTERVAL_S", str(defaults.changes_poll_interval_s))
+            ),
             keepalive_time_s=float(get("KEEPALIVE_TIME_S", str(defaults.keepalive_time_s))),
             keepalive_timeout_s=float(get("KEEPALIVE_TIMEOUT_S", str(defaults.keepalive_timeout_s))),
             keepalive_min_client_interval_s=float(

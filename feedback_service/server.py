@@ -14,6 +14,7 @@ from feedback_service.auth.access import declared_rules
 from feedback_service.auth.credentials import Authenticator, JwtPolicy, JwtVerifier, ServiceTokens
 from feedback_service.auth.keys import KeySet
 from feedback_service.config import Settings
+from feedback_service.domain.changes import ChangeFeed
 from feedback_service.domain.feedback import FeedbackRules
 from feedback_service.domain.threads import ThreadRules
 from feedback_service.health import DatabaseHealth
@@ -21,7 +22,11 @@ from feedback_service.interceptors.authentication import AuthenticationIntercept
 from feedback_service.interceptors.authorization import AuthorizationInterceptor
 from feedback_service.interceptors.draining import CallerWaits
 from feedback_service.interceptors.errors import ErrorStatusInterceptor
-from feedback_service.interceptors.limits import ConcurrencyLimitInterceptor, PublicStreamLimitInterceptor
+from feedback_service.interceptors.limits import (
+    ChangeStreamLimitInterceptor,
+    ConcurrencyLimitInterceptor,
+    PublicStreamLimitInterceptor,
+)
 from feedback_service.interceptors.observability import ObservabilityInterceptor
 from feedback_service.interceptors.request import RequestInterceptor
 from feedback_service.interceptors.tracing import TracingInterceptor
@@ -53,18 +58,23 @@ class Service:
     store: Store
     database_health: DatabaseHealth
     caller_waits: CallerWaits
+    changes: ChangeFeed
+    prune_interval_s: float
     _watcher: asyncio.Task | None = None
+    _pruner: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.server.start()
         self._watcher = asyncio.create_task(self.database_health.watch())
+        self._pruner = asyncio.create_task(self.changes.prune_every(self.prune_interval_s))
 
     async def stop(self, grace_s: float) -> None:
-        """Reports NOT_SERVING (ending open health Watch streams), refuses new
-        calls, and lets every accepted call finish for up to grace_s before
-        cancelling it."""
-        if self._watcher:
-            self._watcher.cancel()
+        """Reports NOT_SERVING (ending open health Watch streams), ends open
+        change streams, refuses new calls, and lets every other accepted call
+        finish for up to grace_s before cancelling it."""
+        for task in (self._watcher, self._pruner):
+            if task:
+                task.cancel()
         with contextlib.suppress(TimeoutError):
             await self.health.shut_down()
         self.caller_waits.end_all()
@@ -127,6 +137,7 @@ def interceptors(
         RequestInterceptor(settings.request_timeout_s, waits),
         ConcurrencyLimitInterceptor(settings.max_concurrent_rpcs),
         AuthorizationInterceptor(declared_rules(SERVICES)),
+        ChangeStreamLimitInterceptor(settings.max_change_streams, waits),
         PublicStreamLimitInterceptor(
             settings.max_public_streams, settings.max_public_streams_per_connection, waits
         ),
@@ -142,7 +153,12 @@ def build_server(
     server = grpc.aio.server(
         interceptors=interceptors(settings, waits, tracer), options=server_options(settings, reuse_port)
     )
-    feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(FeedbackServicer(FeedbackRules(store)), server)
+    changes = ChangeFeed(
+        store, poll_interval_s=settings.changes_poll_interval_s, retention_s=settings.changes_retention_s
+    )
+    feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(
+        FeedbackServicer(FeedbackRules(store), changes), server
+    )
     thread_registry_pb2_grpc.add_ThreadRegistryServicer_to_server(
         ThreadRegistryServicer(ThreadRules(store)), server
     )
@@ -155,7 +171,16 @@ def build_server(
     else:
         port = server.add_insecure_port(settings.listen)
     database_health = DatabaseHealth(store, health_servicer, settings.health_interval_s)
-    return Service(server, port, health_servicer, store, database_health, waits)
+    return Service(
+        server,
+        port,
+        health_servicer,
+        store,
+        database_health,
+        waits,
+        changes,
+        settings.changes_prune_interval_s,
+    )
 
 
 def check_tls_settings(settings: Settings) -> None:

@@ -14,7 +14,7 @@ from feedback.v1 import thread_registry_pb2 as registry_pb2
 from feedback_service.config import sqlite_url
 from feedback_service.store.database import open_database
 from feedback_service.store.migrations import migrate
-from feedback_service.store.models import Feedback, Run, Thread
+from feedback_service.store.models import Feedback, FeedbackChange, IdempotentRequest, Run, Thread
 from tests.harness import BACKEND_URLS, Client, as_service, reset_database, running_server, server_settings
 
 BACKENDS = ["sqlite", "postgres", "mysql"]
@@ -39,9 +39,11 @@ def _prepare(backend: str) -> str | None:
 
 
 def _clean(url: str) -> None:
+    """Empties the tables; the change log's head (its id, its last and pruned
+    positions) stays, so positions keep growing from test to test."""
     db = open_database(url)
     with db.connection_context(), db.atomic():
-        for model in (Feedback, Run, Thread):
+        for model in (Feedback, Run, Thread, FeedbackChange, IdempotentRequest):
             model.delete().execute()
     db.close()
 

@@ -306,6 +306,37 @@ def caller_for(path: str) -> list[tuple[str, str]]:
     return as_service_for("alice")
 
 
+# How long a following change stream (StreamFeedbackChanges with `follow`),
+# which ends only when cancelled, is read before the test cancels it: a
+# refusal arrives well before.
+FOLLOW_SETTLE_S = 0.5
+
+
+def finish_stream(responses, follow: bool) -> grpc.StatusCode:
+    """Reads a server stream to its end; returns OK or raises its error. A
+    following stream still open after FOLLOW_SETTLE_S is cancelled and counts
+    as OK."""
+    cancelled_here = threading.Event()
+
+    def cancel() -> None:
+        cancelled_here.set()
+        responses.cancel()
+
+    timer = threading.Timer(FOLLOW_SETTLE_S, cancel) if follow else None
+    if timer:
+        timer.start()
+    try:
+        for _ in responses:
+            pass
+    except grpc.RpcError as error:
+        if not (cancelled_here.is_set() and error.code() == grpc.StatusCode.CANCELLED):
+            raise
+    finally:
+        if timer:
+            timer.cancel()
+    return grpc.StatusCode.OK
+
+
 def outcome(future: grpc.Future) -> grpc.StatusCode:
     try:
         future.result()

@@ -16,6 +16,7 @@ from feedback_service.auth.access import AccessRule, declared_rules
 from feedback_service.auth.credentials import Authenticator, JwtVerifier, ServiceTokens
 from feedback_service.auth.keys import KeySet
 from feedback_service.config import sqlite_url
+from feedback_service.domain.changes import ChangeFeed
 from feedback_service.domain.feedback import FeedbackRules
 from feedback_service.interceptors.authentication import AuthenticationInterceptor
 from feedback_service.interceptors.authorization import AuthorizationInterceptor
@@ -50,6 +51,8 @@ EXPECTED_RULES = {
     "/feedback.v1.FeedbackService/DeleteRunFeedback": AccessRule(DELETE, WRITES, USER),
     "/feedback.v1.FeedbackService/ListThreadFeedback": AccessRule(READ, READS, ANY),
     "/feedback.v1.FeedbackService/BatchGetFeedbackStats": AccessRule(READ, READS, ANY),
+    "/feedback.v1.FeedbackService/StreamFeedbackChanges": AccessRule(READ, NONE, SERVICE),
+    "/feedback.v1.FeedbackService/DeleteUserFeedback": AccessRule(DELETE, NONE, SERVICE),
     "/feedback.v1.ThreadRegistry/RegisterThread": AccessRule(WRITE, NONE, SERVICE),
     "/feedback.v1.ThreadRegistry/RegisterRun": AccessRule(WRITE, NONE, SERVICE),
     "/feedback.v1.ThreadRegistry/DeleteThread": AccessRule(DELETE, NONE, SERVICE),
@@ -72,6 +75,8 @@ def request_for(method: str, thread_id: str, run_id: str):
         "BatchGetFeedbackStats": lambda: pb.BatchGetFeedbackStatsRequest(
             thread_id=thread_id, run_ids=[run_id]
         ),
+        "StreamFeedbackChanges": lambda: pb.StreamFeedbackChangesRequest(thread_id=thread_id),
+        "DeleteUserFeedback": lambda: pb.DeleteUserFeedbackRequest(user_id="nobody"),
         "RegisterThread": lambda: registry_pb2.RegisterThreadRequest(thread_id=thread_id),
         "RegisterRun": lambda: registry_pb2.RegisterRunRequest(thread_id=thread_id, run_id=run_id),
         "DeleteThread": lambda: registry_pb2.DeleteThreadRequest(thread_id=thread_id),
@@ -82,17 +87,22 @@ ALL_METHODS = sorted(declared_rules(SERVICES))
 
 
 def call(client, method: str, request, metadata) -> grpc.StatusCode:
-    """Invokes any RPC by path; returns its status code and details."""
+    """Invokes any RPC by path (a server stream is read to its end); returns
+    its status code and details."""
     service = next(s for s in SERVICES if method.startswith(f"/{s.full_name}/"))
-    output = service.FindMethodByName(method.rsplit("/", 1)[1]).output_type
+    descriptor = service.FindMethodByName(method.rsplit("/", 1)[1])
+    output = descriptor.output_type
     response_class = pb if output.file.name.endswith("feedback.proto") else registry_pb2
-    stub = client.channel.unary_unary(
+    kind = client.channel.unary_stream if descriptor.server_streaming else client.channel.unary_unary
+    stub = kind(
         method,
         request_serializer=type(request).SerializeToString,
         response_deserializer=getattr(response_class, output.name).FromString,
     )
     try:
-        stub(request, metadata=metadata)
+        response = stub(request, metadata=metadata)
+        if descriptor.server_streaming:
+            list(response)
     except grpc.RpcError as error:
         return error.code(), error.details()
     return grpc.StatusCode.OK, ""
@@ -225,7 +235,8 @@ def test_the_server_refuses_an_rpc_whose_rule_is_missing(tmp_path):
             ]
         )
         feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(
-            FeedbackServicer(FeedbackRules(store)), server
+            FeedbackServicer(FeedbackRules(store), ChangeFeed(store, poll_interval_s=0.5, retention_s=3600)),
+            server,
         )
         port.append(server.add_insecure_port("127.0.0.1:0"))
         await server.start()

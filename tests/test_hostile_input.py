@@ -9,6 +9,7 @@ here (a field of a type not handled below fails the test loudly).
 """
 
 import base64
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from tests.harness import (
     as_user,
     bearer,
     caller_for,
+    finish_stream,
     inspect_database,
     running_server,
     server_settings,
@@ -71,6 +73,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         try:
             world = World(client, db, server, settings_)
             world.reseed()
+            change_log_id[:] = [db.execute_sql("SELECT log_id FROM feedback_change_log").fetchone()[0]]
             yield world
         finally:
             db.close()
@@ -78,14 +81,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 # --- calling any RPC by path -----------------------------------------------------------
 
-_stubs: dict[tuple[grpc.Channel, str], grpc.UnaryUnaryMultiCallable] = {}
+_stubs: dict[tuple[grpc.Channel, str], grpc.UnaryUnaryMultiCallable | grpc.UnaryStreamMultiCallable] = {}
 
 
-def stub(channel: grpc.Channel, path: str) -> grpc.UnaryUnaryMultiCallable:
+def stub(channel: grpc.Channel, path: str) -> grpc.UnaryUnaryMultiCallable | grpc.UnaryStreamMultiCallable:
     key = (channel, path)
     if key not in _stubs:
         method = METHODS[path]
-        _stubs[key] = channel.unary_unary(
+        kind = channel.unary_stream if method.server_streaming else channel.unary_unary
+        _stubs[key] = kind(
             path,
             request_serializer=GetMessageClass(method.input_type).SerializeToString,
             response_deserializer=GetMessageClass(method.output_type).FromString,
@@ -94,8 +98,12 @@ def stub(channel: grpc.Channel, path: str) -> grpc.UnaryUnaryMultiCallable:
 
 
 def invoke(channel: grpc.Channel, path: str, request: Message, metadata) -> tuple[Code, grpc.RpcError | None]:
+    """Calls any RPC; a server stream is read to its end (a following one for
+    FOLLOW_SETTLE_S, then cancelled: still open counts as OK)."""
     try:
-        stub(channel, path)(request, metadata=metadata, timeout=CALL_TIMEOUT_S)
+        response = stub(channel, path)(request, metadata=metadata, timeout=CALL_TIMEOUT_S)
+        if METHODS[path].server_streaming:
+            finish_stream(response, getattr(request, "follow", False))
     except grpc.RpcError as error:
         return error.code(), error
     return Code.OK, None
@@ -425,7 +433,49 @@ def hostile_request(data: st.DataObject, path: str, caller: Caller) -> tuple[Mes
             setattr(request, name, value)
     if "page_token" in fields:
         request.page_token = page_token(data, request, caller)
+    if "request_id" in fields:
+        request.request_id = data.draw(request_ids, label="request_id")
+    if "after_cursor" in fields:
+        request.after_cursor = data.draw(change_cursors(), label="after_cursor")
     return request, caller
+
+
+# A few request ids, so that repeats (same and different requests) happen, in
+# any case; and malformed ones.
+REQUEST_IDS = [str(uuid.UUID(int=n * 0x1111_1111_1111_1111)) for n in range(1, 5)]
+request_ids = weighted(
+    (2, st.just("")),
+    (4, st.sampled_from(REQUEST_IDS)),
+    (1, st.sampled_from(REQUEST_IDS).map(str.upper)),
+    (1, st.uuids().map(str)),
+    (1, st.sampled_from(REQUEST_IDS).map(lambda r: r.replace("-", ""))),
+    (1, st.sampled_from(REQUEST_IDS).map(lambda r: "{" + r + "}")),
+    (1, arbitrary_text),
+    (1, id_text),
+)
+# The id of the module's change log, which real cursors carry (read once).
+change_log_id: list[str] = []
+
+
+def change_cursors() -> st.SearchStrategy[str]:
+    """Empty, garbage, and well-formed cursors of this log and of others, at
+    positions before, inside and past the log (forged like page tokens)."""
+    positions = st.one_of(st.integers(0, 300), FORGED_ROW_IDS)
+    log_ids = weighted(
+        (4, st.sampled_from(change_log_id)), (1, st.from_regex(r"[0-9a-f]{16}", fullmatch=True))
+    )
+    return weighted(
+        (2, st.just("")),
+        (1, arbitrary_text),
+        (1, st.binary(max_size=64).map(lambda b: base64.urlsafe_b64encode(b).decode())),
+        (
+            1,
+            st.builds(
+                lambda n, i: b64(f"{n}.{i}"), st.sampled_from(["", "-1", "1e3", "٣", " 1", "00"]), log_ids
+            ),
+        ),
+        (4, st.builds(lambda n, i: b64(f"{n}.{i}"), positions, log_ids)),
+    )
 
 
 # --- 1 and 2: arbitrary requests to every RPC ----------------------------------------------------

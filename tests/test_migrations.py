@@ -75,3 +75,24 @@ def test_a_migrated_database_has_the_schema_the_models_describe(database_url):
                 wanted = tuple(getattr(f, "column_name", f) for f in index._expressions)
                 assert wanted in indexed, (table, wanted)
     db.close()
+
+
+def test_the_change_log_starts_with_the_feedback_already_stored(database_url, tmp_path):
+    """A consumer reading the change feed from its start after an upgrade gets
+    every feedback stored before it, oldest first, then the new changes."""
+    ids = fill_version_1(database_url)
+    db = open_database(database_url)
+    assert migrate(db) == SCHEMA_VERSION
+    db.close()
+    with running_server(server_settings(tmp_path, database_url=database_url)) as (_, client):
+        client.feedback.DeleteUserFeedback(pb.DeleteUserFeedbackRequest(user_id="u1"), metadata=as_service())
+        changes = list(
+            client.feedback.StreamFeedbackChanges(pb.StreamFeedbackChangesRequest(), metadata=as_service())
+        )
+    assert [(c.kind, c.feedback.feedback_id) for c in changes] == [
+        (pb.CHANGE_KIND_CREATED, ids[0]),
+        (pb.CHANGE_KIND_CREATED, ids[1]),
+        (pb.CHANGE_KIND_CREATED, ids[2]),
+        (pb.CHANGE_KIND_DELETED, ids[1]),
+    ]
+    assert [c.feedback.comment for c in changes] == ["comment 0", "", "comment 2", ""]

@@ -30,6 +30,8 @@ ORIGINAL_ROUTES = {
 NEW_ROUTES = {
     "ListThreadFeedback": ("GET", "/api/threads/{thread_id}/feedback"),
     "BatchGetFeedbackStats": ("POST", "/api/threads/{thread_id}/feedback/stats:batchGet"),
+    "StreamFeedbackChanges": ("GET", "/api/feedback/changes"),
+    "DeleteUserFeedback": ("DELETE", "/api/users/{user_id}/feedback"),
 }
 
 FEEDBACK_SERVICE = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"]

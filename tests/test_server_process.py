@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import uuid
 
 import grpc
 import pytest
@@ -141,6 +142,81 @@ def test_grpcurl_walkthrough(service):
         )
     )
     assert stats == {"runId": "r1", "total": 1, "negative": 1}
+    # A create with a request_id, sent twice, answers the same feedback twice.
+    request_id = str(uuid.uuid4())
+    retried = [
+        json.loads(
+            grpcurl(
+                service,
+                "-d",
+                json.dumps(
+                    {
+                        "thread_id": "t1",
+                        "run_id": "r1",
+                        "message_id": "m1",
+                        "rating": 1,
+                        "request_id": request_id,
+                    }
+                ),
+                service.address,
+                "feedback.v1.FeedbackService/CreateFeedback",
+                headers=user,
+            )
+        )
+        for _ in range(2)
+    ]
+    assert retried[0] == retried[1] and retried[0]["messageId"] == "m1"
+    # The platform reads every change so far, then erases alice and reads on from the last cursor.
+    changes = stream(
+        grpcurl(
+            service,
+            "-d",
+            "{}",
+            service.address,
+            "feedback.v1.FeedbackService/StreamFeedbackChanges",
+            headers=platform,
+        )
+    )
+    assert [(c["kind"], c["feedback"]["feedbackId"]) for c in changes] == [
+        ("CHANGE_KIND_CREATED", created["feedbackId"]),
+        ("CHANGE_KIND_UPDATED", created["feedbackId"]),
+        ("CHANGE_KIND_CREATED", retried[0]["feedbackId"]),
+    ]
+    assert changes[0]["feedback"] == upserted  # as it is now
+    erased = json.loads(
+        grpcurl(
+            service,
+            "-d",
+            '{"user_id": "alice"}',
+            service.address,
+            "feedback.v1.FeedbackService/DeleteUserFeedback",
+            headers=platform,
+        )
+    )
+    assert erased == {"deletedFeedback": 2}
+    after = stream(
+        grpcurl(
+            service,
+            "-d",
+            json.dumps({"after_cursor": changes[-1]["cursor"]}),
+            service.address,
+            "feedback.v1.FeedbackService/StreamFeedbackChanges",
+            headers=platform,
+        )
+    )
+    assert sorted((c["kind"], c["feedback"]["feedbackId"]) for c in after) == sorted(
+        [("CHANGE_KIND_DELETED", created["feedbackId"]), ("CHANGE_KIND_DELETED", retried[0]["feedbackId"])]
+    )
+
+
+def stream(output: str) -> list[dict]:
+    """The JSON objects grpcurl prints for a server stream, one after another."""
+    decoder, objects, position = json.JSONDecoder(), [], 0
+    while output[position:].strip():
+        position += len(output[position:]) - len(output[position:].lstrip())
+        value, position = decoder.raw_decode(output, position)
+        objects.append(value)
+    return objects
 
 
 def serve_expecting_exit(data_dir, listen: str, *args: str) -> subprocess.CompletedProcess:

@@ -39,6 +39,7 @@ from tests.harness import (
     as_service_for,
     as_user,
     caller_for,
+    finish_stream,
     inspect_database,
     running_server,
     server_settings,
@@ -77,13 +78,27 @@ def callers() -> dict[str, list[tuple[str, str]]]:
 
 
 def send(channel: grpc.Channel, path: str, body: bytes, metadata) -> tuple[Code, str]:
-    """Sends the bytes as they are, with no client-side serialization."""
-    call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+    """Sends the bytes as they are, with no client-side serialization. A
+    server stream is read to its end (one that decodes as a following change
+    stream for FOLLOW_SETTLE_S, then cancelled: still open counts as OK)."""
+    streaming = path in METHODS and METHODS[path].server_streaming
+    kind = channel.unary_stream if streaming else channel.unary_unary
+    call = kind(path, request_serializer=None, response_deserializer=None)
     try:
-        call(body, metadata=metadata, timeout=CALL_TIMEOUT_S)
+        response = call(body, metadata=metadata, timeout=CALL_TIMEOUT_S)
+        if streaming:
+            finish_stream(response, follows(REQUEST_TYPES[path], body))
     except grpc.RpcError as error:
         return error.code(), error.details() or ""
     return Code.OK, ""
+
+
+def follows(descriptor: Descriptor, body: bytes) -> bool:
+    """Whether the bytes decode as a request with `follow` set."""
+    try:
+        return bool(getattr(GetMessageClass(descriptor).FromString(body), "follow", False))
+    except DecodeError:
+        return False
 
 
 # --- the protobuf wire format, by hand --------------------------------------------------
@@ -179,6 +194,7 @@ def decodes(descriptor: Descriptor, body: bytes) -> bool:
 FEEDBACK_SLOTS = 8
 current_feedback: list[tuple[str, str, str, str, str]] = []
 COMMENTS = ["", "fine", "é" * 20, "👍 agreed", "日本語のコメント"]
+REQUEST_IDS = ["0f4c3b9e-39a1-4d27-9d49-0c7f1e4a6b21", "7d1c2e3f-4a5b-4c6d-8e9f-a0b1c2d3e4f5"]
 
 
 def valid_request(data: st.DataObject, path: str) -> Message:
@@ -202,6 +218,10 @@ def valid_request(data: st.DataObject, path: str) -> Message:
         "comment": data.draw(st.sampled_from(COMMENTS), label="comment"),
         "page_size": data.draw(st.integers(0, 3), label="page_size"),
         "service": data.draw(st.sampled_from(["", "feedback.v1.FeedbackService"]), label="service"),
+        "user_id": data.draw(st.sampled_from(USERS), label="user_id"),
+        "request_id": data.draw(st.sampled_from(["", *REQUEST_IDS]), label="request_id"),
+        "after_cursor": "",
+        "follow": data.draw(st.booleans(), label="follow"),
     }
     message = GetMessageClass(descriptor)()
     for fd in descriptor.fields:

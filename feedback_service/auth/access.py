@@ -66,4 +66,4 @@ def grant(rule: AccessRule, principal: Principal) -> Access:
     if rule.permission not in principal.permissions:
         raise PermissionDenied(f"missing permission {PERMISSION_NAMES[rule.permission]}")
     thread_check = ThreadCheck.NONE if is_service else THREAD_CHECKS[rule.thread_access]
-    return Access(principal.user_id, thread_check)
+    return Access(principal.user_id, thread_check, principal.id)

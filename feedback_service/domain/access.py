@@ -20,6 +20,9 @@ class Access:
     # sees every user's feedback.
     user_id: str | None
     thread_check: ThreadCheck
+    # Who is calling, printable: the user, the service, or service/user when a
+    # service acts for a user. Request ids are the caller's own; logs name it.
+    caller: str = ""
 
     @property
     def checks_thread(self) -> bool:

@@ -14,6 +14,12 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
 
+# A request_id (AIP-155): a UUID in its usual 8-4-4-4-12 hex form, any case.
+REQUEST_ID_PATTERN = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+
+
 def is_valid_id(value: str) -> bool:
     return ID_PATTERN.fullmatch(value) is not None
 
@@ -59,6 +65,12 @@ class Checker:
         for index, value in enumerate(values):
             self.id(f"run_ids[{index}]", value)
         return list(values)
+
+    def request_id(self, value: str) -> str:
+        """An optional request_id, lower-cased ('' when none was sent)."""
+        if value and REQUEST_ID_PATTERN.fullmatch(value) is None:
+            self.fail("request_id", "must be a UUID such as 123e4567-e89b-12d3-a456-426614174000")
+        return value.lower()
 
     def done(self) -> None:
         if self.violations:

@@ -1,23 +1,32 @@
-"""Bounds on what callers can hold: calls being served, and open public
-streams. Neither counts a call that has not shown credentials and delivered
-its request, so a client that opens calls and stalls cannot starve the rest."""
+"""Bounds on what callers can hold: calls being served, open change streams,
+and open public streams. None counts a call that has not shown credentials
+and delivered its request, so a client that opens calls and stalls cannot
+starve the rest."""
 
 from collections import Counter
 from typing import Any
 
 import grpc
+from prometheus_client import Gauge
 
 from feedback_service.domain.errors import ResourceExhausted
 from feedback_service.interceptors.base import Behavior, MethodName, ServerInterceptor
 from feedback_service.interceptors.draining import CallerWaits, ShuttingDown
 
+CHANGE_STREAMS = Gauge("feedback_change_streams_open", "StreamFeedbackChanges streams open now")
+
 
 class ConcurrencyLimitInterceptor(ServerInterceptor):
-    """At most `limit` authenticated calls of ours in progress at once."""
+    """At most `limit` authenticated calls of ours in progress at once. Our
+    streams (StreamFeedbackChanges) may stay open for hours and are bounded
+    on their own instead (ChangeStreamLimitInterceptor)."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._in_progress = 0
+
+    def applies_to(self, method: MethodName, handler: grpc.RpcMethodHandler) -> bool:
+        return not method.public and not handler.response_streaming
 
     async def intercept(
         self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: MethodName
@@ -29,6 +38,39 @@ class ConcurrencyLimitInterceptor(ServerInterceptor):
             return await behavior(request, context)
         finally:
             self._in_progress -= 1
+
+
+class ChangeStreamLimitInterceptor(ServerInterceptor):
+    """Our server streams (StreamFeedbackChanges, open to services only): at
+    most `limit` open at once, the next one RESOURCE_EXHAUSTED at once.
+    Shutdown ends them with UNAVAILABLE, promptly: a following stream would
+    otherwise hold the whole grace period (the caller resumes elsewhere from
+    its last cursor)."""
+
+    def __init__(self, limit: int, waits: CallerWaits) -> None:
+        self._limit = limit
+        self._waits = waits
+        self._open = 0
+
+    def applies_to(self, method: MethodName, handler: grpc.RpcMethodHandler) -> bool:
+        return not method.public and handler.response_streaming
+
+    async def intercept(
+        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: MethodName
+    ) -> Any:
+        if self._open >= self._limit:
+            raise ResourceExhausted(
+                f"{self._limit} change streams are open on this server already; close one or retry later"
+            )
+        self._open += 1
+        CHANGE_STREAMS.inc()
+        try:
+            return await self._waits.wait(behavior(request, context))
+        except ShuttingDown as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        finally:
+            self._open -= 1
+            CHANGE_STREAMS.dec()
 
 
 class PublicStreamLimitInterceptor(ServerInterceptor):

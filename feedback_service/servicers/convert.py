@@ -6,6 +6,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from feedback.v1 import feedback_pb2, thread_registry_pb2
+from feedback_service.domain.changes import Change
 from feedback_service.domain.records import FeedbackRow, RunRecord, RunStats, ThreadRecord
 
 
@@ -70,4 +71,30 @@ def thread_message(record: ThreadRecord) -> thread_registry_pb2.Thread:
 def run_message(record: RunRecord) -> thread_registry_pb2.Run:
     return thread_registry_pb2.Run(
         run_id=record.run_id, thread_id=record.thread_id, created_at=timestamp(record.created_at)
+    )
+
+
+def change_message(change: Change) -> feedback_pb2.FeedbackChange:
+    """A FeedbackChange: the feedback with every field while it exists, only
+    its ids and key once it is gone."""
+    row = change.row
+    feedback = {
+        "feedback_id": row.feedback_id,
+        "thread_id": row.thread_id,
+        "run_id": row.run_id,
+        "user_id": row.user_id,
+        "message_id": row.message_id,
+    }
+    if row.rating is not None:
+        feedback.update(
+            rating=row.rating,
+            comment=row.comment,
+            created_at=_timestamp_fields(row.created_at),
+            updated_at=_timestamp_fields(row.updated_at),
+        )
+    return feedback_pb2.FeedbackChange(
+        cursor=change.cursor,
+        kind=row.kind,
+        feedback=feedback,
+        changed_at=_timestamp_fields(row.changed_at),
     )

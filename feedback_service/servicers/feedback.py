@@ -1,21 +1,32 @@
 """feedback.v1.FeedbackService. The interceptors have authenticated the caller
 and checked the RPC's declared rule; each method reads what the rule granted
-(`current_access`), calls one domain operation and returns a message."""
+(`current_access`), calls one domain operation and returns a message (the
+stream writes its messages)."""
+
+import contextlib
 
 import grpc
 
 from feedback.v1 import feedback_pb2 as pb
 from feedback.v1 import feedback_pb2_grpc
 from feedback_service.auth.access import current_access
+from feedback_service.domain.changes import ChangeFeed
 from feedback_service.domain.feedback import FeedbackRules
-from feedback_service.servicers.convert import deadline, feedback_message, feedback_page, stats_message
+from feedback_service.servicers.convert import (
+    change_message,
+    deadline,
+    feedback_message,
+    feedback_page,
+    stats_message,
+)
 
 Context = grpc.aio.ServicerContext
 
 
 class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
-    def __init__(self, rules: FeedbackRules) -> None:
+    def __init__(self, rules: FeedbackRules, changes: ChangeFeed) -> None:
         self._rules = rules
+        self._changes = changes
 
     async def CreateFeedback(self, request: pb.CreateFeedbackRequest, context: Context) -> pb.Feedback:
         row = await self._rules.create(
@@ -25,6 +36,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             rating=request.rating,
             comment=request.comment,
             message_id=request.message_id,
+            request_id=request.request_id,
             deadline=deadline(context),
         )
         return feedback_message(row)
@@ -98,6 +110,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             thread_id=request.thread_id,
             run_id=request.run_id,
             feedback_id=request.feedback_id,
+            request_id=request.request_id,
             deadline=deadline(context),
         )
         return pb.DeleteFeedbackResponse(success=True)
@@ -109,6 +122,28 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             current_access.get(),
             thread_id=request.thread_id,
             run_id=request.run_id,
+            request_id=request.request_id,
             deadline=deadline(context),
         )
         return pb.DeleteFeedbackResponse(success=True)
+
+    async def StreamFeedbackChanges(self, request: pb.StreamFeedbackChangesRequest, context: Context) -> None:
+        """Writes each change as it is read (the call is a server stream)."""
+        batches = self._changes.stream(
+            after_cursor=request.after_cursor,
+            follow=request.follow,
+            thread_id=request.thread_id,
+            deadline=deadline(context),
+        )
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                for change in batch:
+                    await context.write(change_message(change))
+
+    async def DeleteUserFeedback(
+        self, request: pb.DeleteUserFeedbackRequest, context: Context
+    ) -> pb.DeleteUserFeedbackResponse:
+        erased = await self._rules.erase_user(
+            current_access.get(), user_id=request.user_id, deadline=deadline(context)
+        )
+        return pb.DeleteUserFeedbackResponse(deleted_feedback=erased)

@@ -6,7 +6,9 @@ Each class is the Peewee database itself with our dialect mixed in, in the way
 playhouse/pool.py builds its pooled databases. A dialect holds:
 - how to connect (options, session settings) and its table settings;
 - the migration lock that serialises replicas starting together;
-- the statement shapes that differ (an upsert that returns the stored row);
+- the statement shapes that differ (an upsert that returns the stored row,
+  a counter that returns its new value, a delete that returns what it
+  deleted);
 - its execution policy: whether work is first tried on the event loop
   without waiting, whether writes queue on one writer thread, and which
   errors mean "nothing was committed, run it again".
@@ -19,7 +21,18 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from peewee import Database, Insert, MySQLDatabase, PostgresqlDatabase, Select, SqliteDatabase
+from peewee import (
+    Database,
+    Expression,
+    Field,
+    Insert,
+    MySQLDatabase,
+    PostgresqlDatabase,
+    Select,
+    SqliteDatabase,
+    Update,
+    fn,
+)
 from playhouse import db_url
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
 
@@ -76,8 +89,26 @@ class Dialect:
         return insert.on_conflict(conflict_target=key, preserve=preserve).returning(*returning)
 
     def run_upsert(self, statement: tuple[str, list], read_back: Callable[[], Any]) -> Any:
-        """Runs a statement from `upsert`; returns the stored row."""
+        """Runs a statement from `upsert` inside the caller's transaction;
+        returns the stored row."""
         return self.execute_sql(*statement).fetchone()
+
+    def advance(self, column: Field, by: int, where: Expression) -> Update:
+        """The statement adding `by` to `column` in the one row `where`
+        selects, which locks that row until the transaction ends; run it with
+        `run_advance`, which returns the column's new value."""
+        return column.model.update({column: column + by}).where(where).returning(column)
+
+    def run_advance(self, statement: tuple[str, list]) -> int:
+        return self.execute_sql(*statement).fetchone()[0]
+
+    def deleted_rows(
+        self, delete_returning: Callable[[], list[tuple]], lock_then_delete: Callable[[], list[tuple]]
+    ) -> list[tuple]:
+        """Deletes rows and returns them, the way this database can: one
+        DELETE ... RETURNING, or else reading and locking the rows, then
+        deleting exactly those (in the caller's transaction)."""
+        return delete_returning()
 
 
 class SqliteDialect(Dialect, SqliteDatabase):
@@ -181,10 +212,24 @@ class MySQLDialect(Dialect, MySQLDatabase):
         return insert.on_conflict(preserve=preserve)
 
     def run_upsert(self, statement: tuple[str, list], read_back: Callable[[], Any]) -> Any:
-        """The upsert, then its row as stored, in one transaction."""
-        with self.atomic():
-            self.execute_sql(*statement)
-            return read_back()
+        """The upsert, then its row as stored (the caller's transaction holds
+        the row locked between the two)."""
+        self.execute_sql(*statement)
+        return read_back()
+
+    def advance(self, column: Field, by: int, where: Expression) -> Update:
+        # No UPDATE ... RETURNING: LAST_INSERT_ID(expr) stores the new value,
+        # and the server sends it back in the statement's reply (lastrowid).
+        return column.model.update({column: fn.LAST_INSERT_ID(column + by)}).where(where)
+
+    def run_advance(self, statement: tuple[str, list]) -> int:
+        return self.execute_sql(*statement).lastrowid
+
+    def deleted_rows(
+        self, delete_returning: Callable[[], list[tuple]], lock_then_delete: Callable[[], list[tuple]]
+    ) -> list[tuple]:
+        # MySQL has no DELETE ... RETURNING (MariaDB has, but both share this class).
+        return lock_then_delete()
 
 
 class PooledPostgresDialect(PostgresDialect, PooledPostgresqlDatabase):

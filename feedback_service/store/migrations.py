@@ -8,6 +8,8 @@ says today. Append new steps; never edit one that has shipped.
 """
 
 import logging
+import secrets
+import time
 from collections.abc import Callable
 
 from peewee import (
@@ -17,9 +19,11 @@ from peewee import (
     Check,
     Database,
     ForeignKeyField,
+    IntegerField,
     Model,
     SmallIntegerField,
     TextField,
+    Value,
     fn,
 )
 from playhouse.migrate import SchemaMigrator
@@ -81,10 +85,87 @@ def _v2_add_stats_index(db: Dialect) -> None:
         )
 
 
+def _v5_change_log_and_request_ids(db: Dialect) -> None:
+    """The change log behind StreamFeedbackChanges (feedback_change, and its
+    one-row head feedback_change_log), the requests sent with a request_id
+    (idempotent_request), and an index to erase a user's feedback.
+
+    The log starts with a CREATED change for every feedback already stored,
+    oldest first and dated now, so that a consumer reading the log from its
+    start gets every feedback, not only those written after the upgrade."""
+
+    class Base(Model):
+        class Meta:
+            database = db
+            legacy_table_names = False
+            table_settings = db.table_settings
+
+    class Feedback(Base):  # the columns this step reads
+        id = BigAutoField()
+        feedback_id = CharField(128)
+        thread_id = CharField(128)
+        run_id = CharField(128)
+        user_id = CharField(128)
+        message_id = CharField(128)
+
+    class FeedbackChange(Base):
+        id = BigIntegerField(primary_key=True)
+        kind = SmallIntegerField()
+        feedback_id = CharField(128)
+        thread_id = CharField(128)
+        run_id = CharField(128)
+        user_id = CharField(128)
+        message_id = CharField(128, default="")
+        changed_at = BigIntegerField()
+
+        class Meta:
+            indexes = ((("thread_id", "id"), False),)
+
+    class FeedbackChangeLog(Base):
+        id = IntegerField(primary_key=True)
+        log_id = CharField(32)
+        last_change = BigIntegerField(default=0)
+        pruned_through = BigIntegerField(default=0)
+
+    class IdempotentRequest(Base):
+        key = CharField(64, primary_key=True)
+        user_id = CharField(128)
+        fingerprint = CharField(64)
+        response = TextField()
+        created_at = BigIntegerField()
+
+        class Meta:
+            indexes = ((("created_at",), False), (("user_id",), False))
+
+    db.create_tables([FeedbackChange, FeedbackChangeLog, IdempotentRequest], safe=True)
+    # MySQL commits DDL at once: a run that failed after this may be repeated.
+    if not FeedbackChangeLog.select().exists():
+        existing = Feedback.select(
+            fn.ROW_NUMBER().over(order_by=[Feedback.id]),
+            Value(1),  # CREATED
+            Feedback.feedback_id,
+            Feedback.thread_id,
+            Feedback.run_id,
+            Feedback.user_id,
+            Feedback.message_id,
+            Value(time.time_ns() // 1000),
+        )
+        fields = ["id", "kind", "feedback_id", "thread_id", "run_id", "user_id", "message_id", "changed_at"]
+        FeedbackChange.insert_from(existing, [FeedbackChange._meta.fields[name] for name in fields]).execute()
+        # The log's id, carried by every cursor: a cursor of another database's
+        # log (a restored copy, another deployment) is recognised as such.
+        last = FeedbackChange.select(fn.COUNT(FeedbackChange.id)).scalar()
+        FeedbackChangeLog.insert(id=1, log_id=secrets.token_hex(8), last_change=last).execute()
+    if "feedback_user_id" not in {index.name for index in db.get_indexes("feedback")}:
+        migrator = SchemaMigrator.from_database(db)
+        apply_operations(migrator.add_index("feedback", ("user_id",), name="feedback_user_id"))
+
+
 # (version, step): append new steps, never edit applied ones.
 MIGRATIONS: list[tuple[int, Callable[[Dialect], None]]] = [
     (1, _v1_create_tables),
     (2, _v2_add_stats_index),
+    (5, _v5_change_log_and_request_ids),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -1,5 +1,6 @@
 """Peewee models: the schema as it is today (store/migrations.py builds it, one
-frozen step per version). Registered threads and runs, and the feedback on runs.
+frozen step per version). Registered threads and runs, the feedback on runs,
+the log of changes to the feedback, and the requests sent with a request_id.
 
 Timestamps are integer microseconds since the Unix epoch (UTC), the same on
 every backend. Ids are VARCHAR(128) so that the composite unique index fits
@@ -84,6 +85,64 @@ STATS_INDEX = "feedback_stats_covering"
 Feedback.add_index(ModelIndex(Feedback, ("thread_id", "run_id", "rating"), name=STATS_INDEX))
 
 
+# DeleteUserFeedback finds every feedback of a user, on any thread.
+USER_INDEX = "feedback_user_id"
+Feedback.add_index(ModelIndex(Feedback, ("user_id",), name=USER_INDEX))
+
+
+class FeedbackChange(BaseModel):
+    """One change to the feedback table, written in the transaction that made
+    it. `id` is the change's position in the log: dense, and in commit order
+    (see queries.append_changes). It names the feedback; what the feedback
+    holds is read from the feedback table when the change is streamed."""
+
+    id = BigIntegerField(primary_key=True)
+    kind = SmallIntegerField()  # ChangeKind
+    feedback_id = CharField(ID_MAX_LENGTH)
+    thread_id = CharField(ID_MAX_LENGTH)
+    run_id = CharField(ID_MAX_LENGTH)
+    user_id = CharField(ID_MAX_LENGTH)
+    message_id = CharField(ID_MAX_LENGTH, default="")
+    changed_at = BigIntegerField()
+
+    class Meta:
+        indexes = (
+            # A stream of one thread's changes.
+            (("thread_id", "id"), False),
+        )
+
+
+class FeedbackChangeLog(BaseModel):
+    """The change log's head, one row (id 1): the log's random id, which
+    cursors carry; the position of the newest change, which every writing
+    transaction advances last, holding this row's lock until it commits; and
+    the newest position pruned, older cursors being expired."""
+
+    id = IntegerField(primary_key=True)
+    log_id = CharField(32)
+    last_change = BigIntegerField(default=0)
+    pruned_through = BigIntegerField(default=0)
+
+
+class IdempotentRequest(BaseModel):
+    """A request sent with a request_id, kept 24 hours: `key` digests the
+    caller and the request_id, `fingerprint` the method and its fields, and
+    `response` is what the first call answered (a created feedback as JSON,
+    or '' for a delete)."""
+
+    key = CharField(64, primary_key=True)
+    user_id = CharField(ID_MAX_LENGTH)
+    fingerprint = CharField(64)
+    response = TextField()
+    created_at = BigIntegerField()
+
+    class Meta:
+        indexes = (
+            (("created_at",), False),  # pruning
+            (("user_id",), False),  # erasure
+        )
+
+
 class SchemaVersion(BaseModel):
     """The schema version this database has been migrated to (one row)."""
 
@@ -91,4 +150,4 @@ class SchemaVersion(BaseModel):
     version = IntegerField()
 
 
-MODELS = (Thread, Run, Feedback)
+MODELS = (Thread, Run, Feedback, FeedbackChange, FeedbackChangeLog, IdempotentRequest)

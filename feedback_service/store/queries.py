@@ -2,8 +2,14 @@
 statement where it can be, else one transaction), runs synchronously where
 the Store puts it (a database thread, or the event loop on SQLite), and
 raises domain errors when the data says no.
+
+Every write of feedback records what it changed in the change log
+(store/changes.py), in its own transaction and as its last step; a write
+sent with a request_id first claims it (store/requests.py), in the same
+transaction.
 """
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -11,7 +17,17 @@ from collections.abc import Callable, Sequence
 from peewee import JOIN, SQL, Case, IntegrityError, Select, Value, fn
 
 from feedback_service.domain.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
-from feedback_service.domain.records import FeedbackDraft, FeedbackRow, RunRecord, RunStats, ThreadRecord
+from feedback_service.domain.records import (
+    ChangeKind,
+    FeedbackDraft,
+    FeedbackRow,
+    RequestClaim,
+    RunRecord,
+    RunStats,
+    ThreadRecord,
+)
+from feedback_service.store import requests
+from feedback_service.store.changes import append_changes
 from feedback_service.store.models import Feedback, Run, Thread, database
 from feedback_service.store.prepared import Prepared
 
@@ -105,15 +121,26 @@ def register_run(thread_id: str, run_id: str) -> RunRecord:
     return RunRecord(run.run_id, run.thread_id, run.created_at)
 
 
+# The runs are locked before their feedback is deleted: no feedback can then
+# be written to them until the thread is gone, so none is removed unseen by
+# the runs' ON DELETE CASCADE (it would be missing from the change log).
+_LOCKED_RUNS = Prepared(
+    lambda thread_id: database.locking(Run.select(Run.run_id).where(Run.thread == thread_id))
+)
+
+
 def delete_thread(thread_id: str) -> tuple[int, int]:
     """Deletes a thread with its runs and feedback; returns (runs, feedback)."""
+    now = now_us()
     with database.atomic():
         if _lock_thread(thread_id) is None:
             raise NotFound(f"thread {thread_id} is not registered")
-        feedback = Feedback.delete().where(Feedback.thread_id == thread_id).execute()
+        database.execute_sql(*_LOCKED_RUNS(thread_id)).fetchall()
+        feedback = _delete_where(*_DELETE_THREAD, thread_id)
         runs = Run.delete().where(Run.thread == thread_id).execute()
         Thread.delete().where(Thread.thread_id == thread_id).execute()
-    return runs, feedback
+        append_changes(ChangeKind.DELETED, feedback, now)
+    return runs, len(feedback)
 
 
 _RUN_THREAD = Prepared(lambda run_id: Run.select(Run.thread).where(Run.run_id == run_id).limit(1))
@@ -245,15 +272,43 @@ def _not_found(draft: FeedbackDraft, user_id: str | None) -> NotFound:
     return NotFound(f"run {draft.run_id} not found in thread {draft.thread_id}")
 
 
-def create_feedback(draft: FeedbackDraft, checked: bool) -> FeedbackRow:
+class _Unchanged(Exception):
+    """Raised inside a write's transaction when it changed nothing: the
+    transaction (and a request_id claimed in it) rolls back."""
+
+
+def _key(row: FeedbackRow) -> tuple[str, str, str, str, str]:
+    """(feedback_id, thread_id, run_id, user_id, message_id) of a feedback row."""
+    return (row.feedback_id, row.thread_id, row.run_id, row.user_id, row.message_id)
+
+
+def _row_json(row: FeedbackRow) -> str:
+    return json.dumps(row._asdict())
+
+
+def create_feedback(draft: FeedbackDraft, checked: bool, request: RequestClaim | None = None) -> FeedbackRow:
     """Inserts new feedback; an existing one for the same key is
-    ALREADY_EXISTS. `checked`: apply the thread rule for the draft's user."""
+    ALREADY_EXISTS. `checked`: apply the thread rule for the draft's user.
+    With a request claim, a repeat of the request returns the feedback the
+    first call created."""
     row = _new_row(draft)
     user_id = draft.user_id if checked else None
+    inserting = False
     try:
-        statement = _INSERT_IF_RUN(draft.thread_id, draft.run_id, user_id, _inserted_values(row))
-        inserted = database.execute_sql(*statement).rowcount
+        with database.atomic():
+            if request is not None:
+                earlier = requests.claim(request, _row_json(row), row.created_at)
+                if earlier is not None:
+                    return FeedbackRow(**json.loads(earlier))
+            inserting = True
+            statement = _INSERT_IF_RUN(draft.thread_id, draft.run_id, user_id, _inserted_values(row))
+            if database.execute_sql(*statement).rowcount != 1:
+                raise _Unchanged
+            inserting = False
+            append_changes(ChangeKind.CREATED, [_key(row)], row.updated_at)
     except IntegrityError as exc:
+        if not inserting:
+            raise
         # The unique key collided (the thread rule passed, as the row was
         # selected), or the run vanished under a concurrent delete.
         _require_run(draft.thread_id, draft.run_id)
@@ -262,25 +317,36 @@ def create_feedback(draft: FeedbackDraft, checked: bool) -> FeedbackRow:
             + (f" and message {draft.message_id}" if draft.message_id else "")
             + " already exists; use UpsertFeedback to change it"
         ) from exc
-    if inserted != 1:
-        raise _not_found(draft, user_id)
+    except _Unchanged:
+        raise _not_found(draft, user_id) from None
     return row
 
 
 def upsert_feedback(draft: FeedbackDraft, checked: bool) -> FeedbackRow:
     """Creates or updates the feedback for the draft's key in one statement
-    (two in one transaction where the dialect cannot return the row)."""
+    (two where the dialect cannot return the row), then records the change."""
     user_id = draft.user_id if checked else None
-    statement = _UPSERT_IF_RUN(draft.thread_id, draft.run_id, user_id, _inserted_values(_new_row(draft)))
+    new = _new_row(draft)
+    statement = _UPSERT_IF_RUN(draft.thread_id, draft.run_id, user_id, _inserted_values(new))
     key = (draft.thread_id, draft.run_id, draft.user_id, draft.message_id)
+    upserting = True
     try:
-        stored = database.run_upsert(statement, lambda: database.execute_sql(*_BY_KEY(*key)).fetchone())
+        with database.atomic():
+            stored = database.run_upsert(statement, lambda: database.execute_sql(*_BY_KEY(*key)).fetchone())
+            if stored is None:  # nothing inserted or updated: the run is not in the thread, or not theirs
+                raise _Unchanged
+            upserting = False
+            row = FeedbackRow._make(stored)
+            kind = ChangeKind.CREATED if row.feedback_id == new.feedback_id else ChangeKind.UPDATED
+            append_changes(kind, [_key(row)], row.updated_at)
     except IntegrityError as exc:
+        if not upserting:
+            raise
         # Only the foreign key can fail here: the run vanished under a concurrent delete.
         raise _not_found(draft, user_id) from exc
-    if stored is None:  # nothing inserted or updated: the run is not in the thread, or not theirs
-        raise _not_found(draft, user_id)
-    return FeedbackRow._make(stored)
+    except _Unchanged:
+        raise _not_found(draft, user_id) from None
+    return row
 
 
 def _in_their_thread(thread_id: str, user_id: str | None):
@@ -291,8 +357,38 @@ def _in_their_thread(thread_id: str, user_id: str | None):
     return Feedback.thread_id.in_(owned)
 
 
-_DELETE_ONE = Prepared(
-    lambda thread_id, run_id, feedback_id, user_id, checked_user: Feedback.delete().where(
+# Deleting returns the key of each deleted feedback, for the change log.
+KEY_COLUMNS = (Feedback.feedback_id, Feedback.thread_id, Feedback.run, Feedback.user_id, Feedback.message_id)
+DELETE_BATCH = 500
+
+
+def _deletion(where: Callable[..., object]) -> tuple[Prepared, Prepared]:
+    """The two ways to delete the feedback `where(*args)` selects and learn
+    what was deleted: DELETE ... RETURNING, or a locking read of the rows
+    (their row ids first) before deleting them by id. The dialect picks one."""
+    returning = Prepared(lambda *args: Feedback.delete().where(where(*args)).returning(*KEY_COLUMNS))
+    locking = Prepared(
+        lambda *args: database.locking(Feedback.select(Feedback.id, *KEY_COLUMNS).where(where(*args)))
+    )
+    return returning, locking
+
+
+def _delete_where(returning: Prepared, locking: Prepared, *args: object) -> list[tuple]:
+    """Deletes the feedback the `_deletion` statements select; returns the
+    deleted rows' keys (see KEY_COLUMNS). Call it inside a transaction."""
+
+    def lock_then_delete() -> list[tuple]:
+        rows = database.execute_sql(*locking(*args)).fetchall()
+        for start in range(0, len(rows), DELETE_BATCH):
+            ids = [row[0] for row in rows[start : start + DELETE_BATCH]]
+            Feedback.delete().where(Feedback.id.in_(ids)).execute()
+        return [row[1:] for row in rows]
+
+    return database.deleted_rows(lambda: database.execute_sql(*returning(*args)).fetchall(), lock_then_delete)
+
+
+_DELETE_ONE = _deletion(
+    lambda thread_id, run_id, feedback_id, user_id, checked_user: (
         (Feedback.feedback_id == feedback_id)
         & (Feedback.thread_id == thread_id)
         & (Feedback.run == run_id)
@@ -300,36 +396,80 @@ _DELETE_ONE = Prepared(
         & _in_their_thread(thread_id, checked_user)
     )
 )
-_DELETE_RUN = Prepared(
-    lambda thread_id, run_id, user_id, checked_user: Feedback.delete().where(
+_DELETE_RUN = _deletion(
+    lambda thread_id, run_id, user_id, checked_user: (
         (Feedback.thread_id == thread_id)
         & (Feedback.run == run_id)
         & (Feedback.user_id == user_id)
         & _in_their_thread(thread_id, checked_user)
     )
 )
+_DELETE_THREAD = _deletion(lambda thread_id: Feedback.thread_id == thread_id)
+_DELETE_USER = _deletion(lambda user_id: Feedback.user_id == user_id)
 
 
-def delete_feedback(thread_id: str, run_id: str, feedback_id: str, user_id: str, checked: bool) -> int:
+def _delete_users_feedback(
+    deletion: tuple[Prepared, Prepared],
+    args: tuple,
+    thread_id: str,
+    checked_user: str | None,
+    request: RequestClaim | None,
+) -> bool:
+    """One of a user's deletes: claims the request (if any), deletes, records
+    the changes, in one transaction. False when nothing was deleted (the
+    claim rolls back); NOT_FOUND when the thread rule was the reason."""
+    now = now_us()
+    try:
+        with database.atomic():
+            if request is not None and requests.claim(request, "", now) is not None:
+                return True  # the first call with this request id deleted it
+            deleted = _delete_where(*deletion, *args)
+            if not deleted:
+                raise _Unchanged
+            append_changes(ChangeKind.DELETED, deleted, now)
+    except _Unchanged:
+        _refuse_thread(thread_id, checked_user)
+        return False
+    return True
+
+
+def delete_feedback(
+    thread_id: str,
+    run_id: str,
+    feedback_id: str,
+    user_id: str,
+    checked: bool,
+    request: RequestClaim | None = None,
+) -> bool:
     """Deletes one feedback of the user on that thread and run, if the thread
-    rule lets them (`checked`: else NOT_FOUND); returns rows deleted."""
+    rule lets them (`checked`: else NOT_FOUND); False if there was none. A
+    repeat of a request that deleted it is True again."""
     checked_user = user_id if checked else None
-    deleted = database.execute_sql(
-        *_DELETE_ONE(thread_id, run_id, feedback_id, user_id, checked_user)
-    ).rowcount
-    if not deleted:
-        _refuse_thread(thread_id, checked_user)
-    return deleted
+    args = (thread_id, run_id, feedback_id, user_id, checked_user)
+    return _delete_users_feedback(_DELETE_ONE, args, thread_id, checked_user, request)
 
 
-def delete_run_feedback(thread_id: str, run_id: str, user_id: str, checked: bool) -> int:
+def delete_run_feedback(
+    thread_id: str, run_id: str, user_id: str, checked: bool, request: RequestClaim | None = None
+) -> bool:
     """Deletes all of the user's feedback on a run, if the thread rule lets
-    them (`checked`: else NOT_FOUND); returns rows deleted."""
+    them (`checked`: else NOT_FOUND); False if there was none. A repeat of a
+    request that deleted some is True again."""
     checked_user = user_id if checked else None
-    deleted = database.execute_sql(*_DELETE_RUN(thread_id, run_id, user_id, checked_user)).rowcount
-    if not deleted:
-        _refuse_thread(thread_id, checked_user)
-    return deleted
+    args = (thread_id, run_id, user_id, checked_user)
+    return _delete_users_feedback(_DELETE_RUN, args, thread_id, checked_user, request)
+
+
+def delete_user_feedback(user_id: str) -> int:
+    """Erases every feedback of a user, on every thread, and what was kept to
+    answer their retried requests, in one transaction; returns how many
+    feedback were erased."""
+    now = now_us()
+    with database.atomic():
+        deleted = _delete_where(*_DELETE_USER, user_id)
+        requests.forget_user(user_id)
+        append_changes(ChangeKind.DELETED, deleted, now)
+    return len(deleted)
 
 
 # --- feedback reads -------------------------------------------------------------

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,42 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ChangeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANGE_KIND_UNSPECIFIED: _ChangeKind.ValueType  # 0
+    """Not a change kind; never sent."""
+    CHANGE_KIND_CREATED: _ChangeKind.ValueType  # 1
+    """The feedback was created (CreateFeedback, or UpsertFeedback of a new key)."""
+    CHANGE_KIND_UPDATED: _ChangeKind.ValueType  # 2
+    """The feedback's rating and comment were replaced (UpsertFeedback of an
+    existing key).
+    """
+    CHANGE_KIND_DELETED: _ChangeKind.ValueType  # 3
+    """The feedback was deleted (DeleteFeedback, DeleteRunFeedback,
+    DeleteThread or DeleteUserFeedback).
+    """
+
+class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
+    """What happened to a feedback."""
+
+CHANGE_KIND_UNSPECIFIED: ChangeKind.ValueType  # 0
+"""Not a change kind; never sent."""
+CHANGE_KIND_CREATED: ChangeKind.ValueType  # 1
+"""The feedback was created (CreateFeedback, or UpsertFeedback of a new key)."""
+CHANGE_KIND_UPDATED: ChangeKind.ValueType  # 2
+"""The feedback's rating and comment were replaced (UpsertFeedback of an
+existing key).
+"""
+CHANGE_KIND_DELETED: ChangeKind.ValueType  # 3
+"""The feedback was deleted (DeleteFeedback, DeleteRunFeedback,
+DeleteThread or DeleteUserFeedback).
+"""
+Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
 
 @_typing.final
 class Feedback(_message.Message):
@@ -90,6 +127,7 @@ class CreateFeedbackRequest(_message.Message):
     RATING_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread of the run. Required."""
     run_id: _builtins.str
@@ -100,6 +138,16 @@ class CreateFeedbackRequest(_message.Message):
     """Optional free text, at most 4096 characters, no NUL characters."""
     message_id: _builtins.str
     """Optional: rate one message of the run instead of the whole run."""
+    request_id: _builtins.str
+    """Optional: a UUID (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, any case)
+    naming this request, so that it can be retried safely (AIP-155). A
+    repeat by the same caller with the same request_id within 24 hours
+    returns the first call's response without running again (a create retried
+    after a lost reply gets its feedback back, not ALREADY_EXISTS); the same
+    request_id with a different request (or on another RPC) is
+    INVALID_ARGUMENT, and so is anything but a UUID. Empty: no such
+    protection.
+    """
     def __init__(
         self,
         *,
@@ -108,10 +156,11 @@ class CreateFeedbackRequest(_message.Message):
         rating: _builtins.int = ...,
         comment: _builtins.str = ...,
         message_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "message_id", b"message_id", "rating", b"rating", "run_id", b"run_id", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "message_id", b"message_id", "rating", b"rating", "request_id", b"request_id", "run_id", b"run_id", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -299,22 +348,34 @@ class DeleteFeedbackRequest(_message.Message):
     THREAD_ID_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
     FEEDBACK_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread the feedback is on. Required."""
     run_id: _builtins.str
     """The run the feedback is on. Required."""
     feedback_id: _builtins.str
     """The feedback to delete: one of the caller's. Required."""
+    request_id: _builtins.str
+    """Optional: a UUID (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, any case)
+    naming this request, so that it can be retried safely (AIP-155). A
+    repeat by the same caller with the same request_id within 24 hours
+    returns the first call's response without running again (a delete retried
+    after a lost reply succeeds again, not NOT_FOUND); the same
+    request_id with a different request (or on another RPC) is
+    INVALID_ARGUMENT, and so is anything but a UUID. Empty: no such
+    protection.
+    """
     def __init__(
         self,
         *,
         thread_id: _builtins.str = ...,
         run_id: _builtins.str = ...,
         feedback_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback_id", b"feedback_id", "run_id", b"run_id", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback_id", b"feedback_id", "request_id", b"request_id", "run_id", b"run_id", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -328,19 +389,31 @@ class DeleteRunFeedbackRequest(_message.Message):
 
     THREAD_ID_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread of the run. Required."""
     run_id: _builtins.str
     """The run whose feedback by the caller to delete. Required."""
+    request_id: _builtins.str
+    """Optional: a UUID (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, any case)
+    naming this request, so that it can be retried safely (AIP-155). A
+    repeat by the same caller with the same request_id within 24 hours
+    returns the first call's response without running again (a delete retried
+    after a lost reply succeeds again, not NOT_FOUND); the same
+    request_id with a different request (or on another RPC) is
+    INVALID_ARGUMENT, and so is anything but a UUID. Empty: no such
+    protection.
+    """
     def __init__(
         self,
         *,
         thread_id: _builtins.str = ...,
         run_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "run_id", b"run_id", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -485,3 +558,139 @@ class BatchGetFeedbackStatsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchGetFeedbackStatsResponse: _TypeAlias = BatchGetFeedbackStatsResponse  # noqa: Y015
+
+@_typing.final
+class StreamFeedbackChangesRequest(_message.Message):
+    """Request of StreamFeedbackChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_CURSOR_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    after_cursor: _builtins.str
+    """Start after the change with this `cursor` (from a FeedbackChange). Empty:
+    start at the oldest change kept, which is the very first change until
+    FEEDBACK_CHANGES_RETENTION has passed. A cursor older than the retention
+    is FAILED_PRECONDITION: to resync, list the feedback as a service
+    (ListThreadFeedback, per thread), then stream from an empty cursor and
+    apply every change; since each change carries the feedback as it is when
+    it is read, applying changes already reflected in the list does no harm.
+    A cursor this service did not hand out is INVALID_ARGUMENT.
+    """
+    follow: _builtins.bool
+    """False: end the stream once every change committed so far is sent. True:
+    keep it open and send new changes as they are committed (within about a
+    second), until the caller cancels it or the server shuts down.
+    """
+    thread_id: _builtins.str
+    """Optional: only changes to feedback on this thread. Its cursors are
+    positions in the one change log shared by every thread, so a stream can
+    resume with or without the filter.
+    """
+    def __init__(
+        self,
+        *,
+        after_cursor: _builtins.str = ...,
+        follow: _builtins.bool = ...,
+        thread_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "follow", b"follow", "thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamFeedbackChangesRequest: _TypeAlias = StreamFeedbackChangesRequest  # noqa: Y015
+
+@_typing.final
+class FeedbackChange(_message.Message):
+    """One change to the stored feedback, as StreamFeedbackChanges sends it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    CHANGED_AT_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Where this change is in the change log: pass it as `after_cursor` to
+    resume after it. Opaque; cursors increase in the order changes were
+    committed.
+    """
+    kind: Global___ChangeKind.ValueType
+    """What happened to the feedback."""
+    @_builtins.property
+    def feedback(self) -> Global___Feedback:
+        """The feedback as it is when the change is read, so a copy that applies
+        the changes in order ends up current. For DELETED, and for a CREATED or
+        UPDATED of feedback deleted since (its DELETED follows later in the
+        stream), only feedback_id, thread_id, run_id, user_id and message_id are
+        set: rating is 0 and there is no comment or timestamp.
+        """
+
+    @_builtins.property
+    def changed_at(self) -> _timestamp_pb2.Timestamp:
+        """When the change was made (for CREATED and UPDATED, the feedback's
+        updated_at at that moment).
+        """
+
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.str = ...,
+        kind: Global___ChangeKind.ValueType = ...,
+        feedback: Global___Feedback | None = ...,
+        changed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "feedback", b"feedback"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "cursor", b"cursor", "feedback", b"feedback", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeedbackChange: _TypeAlias = FeedbackChange  # noqa: Y015
+
+@_typing.final
+class DeleteUserFeedbackRequest(_message.Message):
+    """Request of DeleteUserFeedback."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user whose feedback to erase, everywhere. Required."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserFeedbackRequest: _TypeAlias = DeleteUserFeedbackRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserFeedbackResponse(_message.Message):
+    """Response of DeleteUserFeedback."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FEEDBACK_FIELD_NUMBER: _builtins.int
+    deleted_feedback: _builtins.int
+    """How many feedback records were erased."""
+    def __init__(
+        self,
+        *,
+        deleted_feedback: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_feedback", b"deleted_feedback"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserFeedbackResponse: _TypeAlias = DeleteUserFeedbackResponse  # noqa: Y015

@@ -85,6 +85,16 @@ class FeedbackServiceStub:
                 request_serializer=feedback_dot_v1_dot_feedback__pb2.BatchGetFeedbackStatsRequest.SerializeToString,
                 response_deserializer=feedback_dot_v1_dot_feedback__pb2.BatchGetFeedbackStatsResponse.FromString,
                 _registered_method=True)
+        self.StreamFeedbackChanges = channel.unary_stream(
+                '/feedback.v1.FeedbackService/StreamFeedbackChanges',
+                request_serializer=feedback_dot_v1_dot_feedback__pb2.StreamFeedbackChangesRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__pb2.FeedbackChange.FromString,
+                _registered_method=True)
+        self.DeleteUserFeedback = channel.unary_unary(
+                '/feedback.v1.FeedbackService/DeleteUserFeedback',
+                request_serializer=feedback_dot_v1_dot_feedback__pb2.DeleteUserFeedbackRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__pb2.DeleteUserFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class FeedbackServiceServicer:
@@ -105,7 +115,8 @@ class FeedbackServiceServicer:
         """Rates a run. Needs `threads:write` and a user; the thread must be
         registered and owned by the caller or shared, and the run must belong to
         it (else NOT_FOUND). One feedback per (thread, run, user, message_id):
-        a second one is ALREADY_EXISTS (use UpsertFeedback to change it).
+        a second one is ALREADY_EXISTS (use UpsertFeedback to change it). Send a
+        `request_id` to retry safely: a repeat returns the first call's feedback.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -146,7 +157,7 @@ class FeedbackServiceServicer:
         """Deletes one of the caller's feedback by id. Needs `threads:delete` and a
         user; the thread must be registered and owned by the caller or shared.
         Feedback of another user, or not on the given thread and run, is
-        NOT_FOUND.
+        NOT_FOUND. Send a `request_id` to retry safely: a repeat succeeds again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -155,7 +166,8 @@ class FeedbackServiceServicer:
     def DeleteRunFeedback(self, request, context):
         """Deletes all of the caller's feedback on a run (run-level and
         message-level). Needs `threads:delete` and a user; NOT_FOUND if the caller
-        had none there.
+        had none there. Send a `request_id` to retry safely: a repeat succeeds
+        again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -177,6 +189,47 @@ class FeedbackServiceServicer:
         """Counts every user's feedback on up to 100 runs of a thread, one result per
         requested run in request order (repeats included). Needs `threads:read`;
         passes for an owned, shared or unregistered thread.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamFeedbackChanges(self, request, context):
+        """Streams the changes to the stored feedback after `after_cursor`, in the
+        order they were committed: every feedback created, updated or deleted,
+        including deletions by DeleteRunFeedback, DeleteThread and
+        DeleteUserFeedback, whichever server process (replica) wrote it. For
+        eval pipelines and other services that keep a copy: apply each change in
+        order (CREATED and UPDATED store `feedback` under its feedback_id,
+        DELETED removes it) and the copy holds exactly what ListThreadFeedback
+        returns a service. Only services acting as themselves may call it
+        (`threads:read`); anyone else gets PERMISSION_DENIED.
+
+        With `follow` false, the stream ends once it has sent every change
+        committed so far. With `follow` true, it stays open and sends each new
+        change within about a second, until the caller cancels it or the server
+        shuts down (UNAVAILABLE: resume elsewhere from the last cursor). Resuming
+        from the cursor of the last change received continues with the next
+        one: no gap, no repeat. Changes are kept for FEEDBACK_CHANGES_RETENTION
+        (7 days by default); a cursor older than that is FAILED_PRECONDITION
+        (see `after_cursor` for how to resync). A cursor that did not come from
+        this service is INVALID_ARGUMENT. Each server process serves at most
+        FEEDBACK_MAX_CHANGE_STREAMS (64) of these streams at once; one more is
+        RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUserFeedback(self, request, context):
+        """Erases every feedback of one user, on every thread, in one transaction,
+        and returns how many there were (0 when the user had none): for privacy
+        requests. Each erased feedback appears as DELETED on
+        StreamFeedbackChanges, and what the service kept to answer the user's
+        retried requests (`request_id`) is erased with it. Only services acting
+        as themselves may call it (`threads:delete`); anyone else gets
+        PERMISSION_DENIED. The server logs each erasure with the calling service
+        and the user id, never a comment.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -224,6 +277,16 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
                     servicer.BatchGetFeedbackStats,
                     request_deserializer=feedback_dot_v1_dot_feedback__pb2.BatchGetFeedbackStatsRequest.FromString,
                     response_serializer=feedback_dot_v1_dot_feedback__pb2.BatchGetFeedbackStatsResponse.SerializeToString,
+            ),
+            'StreamFeedbackChanges': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamFeedbackChanges,
+                    request_deserializer=feedback_dot_v1_dot_feedback__pb2.StreamFeedbackChangesRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__pb2.FeedbackChange.SerializeToString,
+            ),
+            'DeleteUserFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUserFeedback,
+                    request_deserializer=feedback_dot_v1_dot_feedback__pb2.DeleteUserFeedbackRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__pb2.DeleteUserFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -453,6 +516,60 @@ class FeedbackService:
             '/feedback.v1.FeedbackService/BatchGetFeedbackStats',
             feedback_dot_v1_dot_feedback__pb2.BatchGetFeedbackStatsRequest.SerializeToString,
             feedback_dot_v1_dot_feedback__pb2.BatchGetFeedbackStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamFeedbackChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/StreamFeedbackChanges',
+            feedback_dot_v1_dot_feedback__pb2.StreamFeedbackChangesRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__pb2.FeedbackChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUserFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/DeleteUserFeedback',
+            feedback_dot_v1_dot_feedback__pb2.DeleteUserFeedbackRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__pb2.DeleteUserFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,7 +48,8 @@ class FeedbackServiceStub:
     """Rates a run. Needs `threads:write` and a user; the thread must be
     registered and owned by the caller or shared, and the run must belong to
     it (else NOT_FOUND). One feedback per (thread, run, user, message_id):
-    a second one is ALREADY_EXISTS (use UpsertFeedback to change it).
+    a second one is ALREADY_EXISTS (use UpsertFeedback to change it). Send a
+    `request_id` to retry safely: a repeat returns the first call's feedback.
     """
     UpsertFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.UpsertFeedbackRequest, _feedback_pb2.Feedback]
     """Creates or replaces the caller's feedback on a run (or on one message of
@@ -73,12 +74,13 @@ class FeedbackServiceStub:
     """Deletes one of the caller's feedback by id. Needs `threads:delete` and a
     user; the thread must be registered and owned by the caller or shared.
     Feedback of another user, or not on the given thread and run, is
-    NOT_FOUND.
+    NOT_FOUND. Send a `request_id` to retry safely: a repeat succeeds again.
     """
     DeleteRunFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.DeleteRunFeedbackRequest, _feedback_pb2.DeleteFeedbackResponse]
     """Deletes all of the caller's feedback on a run (run-level and
     message-level). Needs `threads:delete` and a user; NOT_FOUND if the caller
-    had none there.
+    had none there. Send a `request_id` to retry safely: a repeat succeeds
+    again.
     """
     ListThreadFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.ListThreadFeedbackRequest, _feedback_pb2.ListThreadFeedbackResponse]
     """Lists the caller's feedback on every run of a thread, oldest first (a
@@ -92,6 +94,39 @@ class FeedbackServiceStub:
     """Counts every user's feedback on up to 100 runs of a thread, one result per
     requested run in request order (repeats included). Needs `threads:read`;
     passes for an owned, shared or unregistered thread.
+    """
+    StreamFeedbackChanges: _grpc.UnaryStreamMultiCallable[_feedback_pb2.StreamFeedbackChangesRequest, _feedback_pb2.FeedbackChange]
+    """Streams the changes to the stored feedback after `after_cursor`, in the
+    order they were committed: every feedback created, updated or deleted,
+    including deletions by DeleteRunFeedback, DeleteThread and
+    DeleteUserFeedback, whichever server process (replica) wrote it. For
+    eval pipelines and other services that keep a copy: apply each change in
+    order (CREATED and UPDATED store `feedback` under its feedback_id,
+    DELETED removes it) and the copy holds exactly what ListThreadFeedback
+    returns a service. Only services acting as themselves may call it
+    (`threads:read`); anyone else gets PERMISSION_DENIED.
+
+    With `follow` false, the stream ends once it has sent every change
+    committed so far. With `follow` true, it stays open and sends each new
+    change within about a second, until the caller cancels it or the server
+    shuts down (UNAVAILABLE: resume elsewhere from the last cursor). Resuming
+    from the cursor of the last change received continues with the next
+    one: no gap, no repeat. Changes are kept for FEEDBACK_CHANGES_RETENTION
+    (7 days by default); a cursor older than that is FAILED_PRECONDITION
+    (see `after_cursor` for how to resync). A cursor that did not come from
+    this service is INVALID_ARGUMENT. Each server process serves at most
+    FEEDBACK_MAX_CHANGE_STREAMS (64) of these streams at once; one more is
+    RESOURCE_EXHAUSTED.
+    """
+    DeleteUserFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.DeleteUserFeedbackRequest, _feedback_pb2.DeleteUserFeedbackResponse]
+    """Erases every feedback of one user, on every thread, in one transaction,
+    and returns how many there were (0 when the user had none): for privacy
+    requests. Each erased feedback appears as DELETED on
+    StreamFeedbackChanges, and what the service kept to answer the user's
+    retried requests (`request_id`) is erased with it. Only services acting
+    as themselves may call it (`threads:delete`); anyone else gets
+    PERMISSION_DENIED. The server logs each erasure with the calling service
+    and the user id, never a comment.
     """
 
 @_typing.type_check_only
@@ -114,7 +149,8 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     """Rates a run. Needs `threads:write` and a user; the thread must be
     registered and owned by the caller or shared, and the run must belong to
     it (else NOT_FOUND). One feedback per (thread, run, user, message_id):
-    a second one is ALREADY_EXISTS (use UpsertFeedback to change it).
+    a second one is ALREADY_EXISTS (use UpsertFeedback to change it). Send a
+    `request_id` to retry safely: a repeat returns the first call's feedback.
     """
     UpsertFeedback: _aio.UnaryUnaryMultiCallable[_feedback_pb2.UpsertFeedbackRequest, _feedback_pb2.Feedback]  # type: ignore[assignment]
     """Creates or replaces the caller's feedback on a run (or on one message of
@@ -139,12 +175,13 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     """Deletes one of the caller's feedback by id. Needs `threads:delete` and a
     user; the thread must be registered and owned by the caller or shared.
     Feedback of another user, or not on the given thread and run, is
-    NOT_FOUND.
+    NOT_FOUND. Send a `request_id` to retry safely: a repeat succeeds again.
     """
     DeleteRunFeedback: _aio.UnaryUnaryMultiCallable[_feedback_pb2.DeleteRunFeedbackRequest, _feedback_pb2.DeleteFeedbackResponse]  # type: ignore[assignment]
     """Deletes all of the caller's feedback on a run (run-level and
     message-level). Needs `threads:delete` and a user; NOT_FOUND if the caller
-    had none there.
+    had none there. Send a `request_id` to retry safely: a repeat succeeds
+    again.
     """
     ListThreadFeedback: _aio.UnaryUnaryMultiCallable[_feedback_pb2.ListThreadFeedbackRequest, _feedback_pb2.ListThreadFeedbackResponse]  # type: ignore[assignment]
     """Lists the caller's feedback on every run of a thread, oldest first (a
@@ -158,6 +195,39 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     """Counts every user's feedback on up to 100 runs of a thread, one result per
     requested run in request order (repeats included). Needs `threads:read`;
     passes for an owned, shared or unregistered thread.
+    """
+    StreamFeedbackChanges: _aio.UnaryStreamMultiCallable[_feedback_pb2.StreamFeedbackChangesRequest, _feedback_pb2.FeedbackChange]  # type: ignore[assignment]
+    """Streams the changes to the stored feedback after `after_cursor`, in the
+    order they were committed: every feedback created, updated or deleted,
+    including deletions by DeleteRunFeedback, DeleteThread and
+    DeleteUserFeedback, whichever server process (replica) wrote it. For
+    eval pipelines and other services that keep a copy: apply each change in
+    order (CREATED and UPDATED store `feedback` under its feedback_id,
+    DELETED removes it) and the copy holds exactly what ListThreadFeedback
+    returns a service. Only services acting as themselves may call it
+    (`threads:read`); anyone else gets PERMISSION_DENIED.
+
+    With `follow` false, the stream ends once it has sent every change
+    committed so far. With `follow` true, it stays open and sends each new
+    change within about a second, until the caller cancels it or the server
+    shuts down (UNAVAILABLE: resume elsewhere from the last cursor). Resuming
+    from the cursor of the last change received continues with the next
+    one: no gap, no repeat. Changes are kept for FEEDBACK_CHANGES_RETENTION
+    (7 days by default); a cursor older than that is FAILED_PRECONDITION
+    (see `after_cursor` for how to resync). A cursor that did not come from
+    this service is INVALID_ARGUMENT. Each server process serves at most
+    FEEDBACK_MAX_CHANGE_STREAMS (64) of these streams at once; one more is
+    RESOURCE_EXHAUSTED.
+    """
+    DeleteUserFeedback: _aio.UnaryUnaryMultiCallable[_feedback_pb2.DeleteUserFeedbackRequest, _feedback_pb2.DeleteUserFeedbackResponse]  # type: ignore[assignment]
+    """Erases every feedback of one user, on every thread, in one transaction,
+    and returns how many there were (0 when the user had none): for privacy
+    requests. Each erased feedback appears as DELETED on
+    StreamFeedbackChanges, and what the service kept to answer the user's
+    retried requests (`request_id`) is erased with it. Only services acting
+    as themselves may call it (`threads:delete`); anyone else gets
+    PERMISSION_DENIED. The server logs each erasure with the calling service
+    and the user id, never a comment.
     """
 
 class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -183,7 +253,8 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         """Rates a run. Needs `threads:write` and a user; the thread must be
         registered and owned by the caller or shared, and the run must belong to
         it (else NOT_FOUND). One feedback per (thread, run, user, message_id):
-        a second one is ALREADY_EXISTS (use UpsertFeedback to change it).
+        a second one is ALREADY_EXISTS (use UpsertFeedback to change it). Send a
+        `request_id` to retry safely: a repeat returns the first call's feedback.
         """
 
     @_abc_1.abstractmethod
@@ -232,7 +303,7 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes one of the caller's feedback by id. Needs `threads:delete` and a
         user; the thread must be registered and owned by the caller or shared.
         Feedback of another user, or not on the given thread and run, is
-        NOT_FOUND.
+        NOT_FOUND. Send a `request_id` to retry safely: a repeat succeeds again.
         """
 
     @_abc_1.abstractmethod
@@ -243,7 +314,8 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_feedback_pb2.DeleteFeedbackResponse, _abc.Awaitable[_feedback_pb2.DeleteFeedbackResponse]]:
         """Deletes all of the caller's feedback on a run (run-level and
         message-level). Needs `threads:delete` and a user; NOT_FOUND if the caller
-        had none there.
+        had none there. Send a `request_id` to retry safely: a repeat succeeds
+        again.
         """
 
     @_abc_1.abstractmethod
@@ -269,6 +341,51 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         """Counts every user's feedback on up to 100 runs of a thread, one result per
         requested run in request order (repeats included). Needs `threads:read`;
         passes for an owned, shared or unregistered thread.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamFeedbackChanges(
+        self,
+        request: _feedback_pb2.StreamFeedbackChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_feedback_pb2.FeedbackChange], _abc.AsyncIterator[_feedback_pb2.FeedbackChange]]:
+        """Streams the changes to the stored feedback after `after_cursor`, in the
+        order they were committed: every feedback created, updated or deleted,
+        including deletions by DeleteRunFeedback, DeleteThread and
+        DeleteUserFeedback, whichever server process (replica) wrote it. For
+        eval pipelines and other services that keep a copy: apply each change in
+        order (CREATED and UPDATED store `feedback` under its feedback_id,
+        DELETED removes it) and the copy holds exactly what ListThreadFeedback
+        returns a service. Only services acting as themselves may call it
+        (`threads:read`); anyone else gets PERMISSION_DENIED.
+
+        With `follow` false, the stream ends once it has sent every change
+        committed so far. With `follow` true, it stays open and sends each new
+        change within about a second, until the caller cancels it or the server
+        shuts down (UNAVAILABLE: resume elsewhere from the last cursor). Resuming
+        from the cursor of the last change received continues with the next
+        one: no gap, no repeat. Changes are kept for FEEDBACK_CHANGES_RETENTION
+        (7 days by default); a cursor older than that is FAILED_PRECONDITION
+        (see `after_cursor` for how to resync). A cursor that did not come from
+        this service is INVALID_ARGUMENT. Each server process serves at most
+        FEEDBACK_MAX_CHANGE_STREAMS (64) of these streams at once; one more is
+        RESOURCE_EXHAUSTED.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteUserFeedback(
+        self,
+        request: _feedback_pb2.DeleteUserFeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_pb2.DeleteUserFeedbackResponse, _abc.Awaitable[_feedback_pb2.DeleteUserFeedbackResponse]]:
+        """Erases every feedback of one user, on every thread, in one transaction,
+        and returns how many there were (0 when the user had none): for privacy
+        requests. Each erased feedback appears as DELETED on
+        StreamFeedbackChanges, and what the service kept to answer the user's
+        retried requests (`request_id`) is erased with it. Only services acting
+        as themselves may call it (`threads:delete`); anyone else gets
+        PERMISSION_DENIED. The server logs each erasure with the calling service
+        and the user id, never a comment.
         """
 
 def add_FeedbackServiceServicer_to_server(servicer: FeedbackServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

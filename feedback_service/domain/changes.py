@@ -1,0 +1,153 @@
+"""The change feed: the feedback changes after a cursor, in commit order,
+read from the change log (store/changes.py explains why its positions never
+skip a change that commits late), and the retention that prunes the log.
+
+A cursor is opaque to callers: base64url of "<position>.<log id>". The log id
+is random per database, so a cursor from another database is refused rather
+than read as a position of this one.
+"""
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from feedback_service.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, ServiceError
+from feedback_service.domain.records import ChangeLogState, ChangeRow
+from feedback_service.domain.validation import Checker
+from feedback_service.store import changes, requests
+from feedback_service.store.database import Store
+
+log = logging.getLogger(__name__)
+
+MAX_POSITION = 2**63 - 1  # positions are signed 64-bit on every backend
+# Changes read per query while a stream catches up.
+PAGE_SIZE = 500
+# Changes pruned per transaction, so that pruning a long backlog never holds
+# one long transaction.
+PRUNE_BATCH = 10_000
+NOT_A_CURSOR = "is not a cursor of this service's change log; start with an empty cursor"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A change as a stream sends it: its cursor, and the change itself."""
+
+    cursor: str
+    row: ChangeRow
+
+
+def encode_cursor(position: int, log_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{position}.{log_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str] | None:
+    """(position, log id); None for the empty cursor (the start of the log)."""
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        position, log_id = raw.split(".")
+        if position.isdigit() and position.isascii() and int(position) <= MAX_POSITION and log_id:
+            return int(position), log_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise InvalidArgument([FieldViolation("after_cursor", NOT_A_CURSOR)])
+
+
+def _expired(retention: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"the changes after this cursor were pruned (changes are kept for {retention}): resync by "
+        "listing the feedback as a service (ListThreadFeedback), then stream again from an empty "
+        "after_cursor"
+    )
+
+
+class ChangeFeed:
+    """StreamFeedbackChanges, and the pruning of the change log and of old request ids."""
+
+    def __init__(self, store: Store, *, poll_interval_s: float, retention_s: float) -> None:
+        self._store = store
+        self._poll_interval_s = poll_interval_s
+        self._retention_s = retention_s
+
+    async def stream(
+        self, *, after_cursor: str, follow: bool, thread_id: str, deadline: float | None
+    ) -> AsyncIterator[list[Change]]:
+        """Batches of changes after the cursor, oldest first; with `follow`,
+        then the new ones as they commit, polling the database (whichever
+        replica wrote them), until the caller stops reading."""
+        check = Checker()
+        check.id("thread_id", thread_id, required=False)
+        check.done()
+        start = decode_cursor(after_cursor)
+        position = 0 if start is None else start[0]
+        only_thread = thread_id or None
+        first = True
+        while True:
+            state, rows = await self._store.read(
+                changes.change_page, position, only_thread, PAGE_SIZE, deadline=deadline
+            )
+            if first:  # the empty cursor starts after the newest change pruned (none is left below it)
+                position = self._start(start, state)
+                first = False
+            if position < state.pruned_through:
+                raise _expired(_duration(self._retention_s))
+            if rows:
+                yield [Change(encode_cursor(row.position, state.log_id), row) for row in rows]
+                position = rows[-1].position
+            if len(rows) < PAGE_SIZE:
+                # Every change up to last_position was in this snapshot: none of
+                # them is for us (with a thread filter) past the page's end.
+                position = max(position, state.last_position)
+                if not follow:
+                    return
+                await asyncio.sleep(self._poll_interval_s)
+
+    @staticmethod
+    def _start(start: tuple[int, str] | None, state: ChangeLogState) -> int:
+        """The position to stream after: the cursor's, checked against the log
+        it claims to come from, or the oldest kept for the empty cursor."""
+        if start is None:
+            return state.pruned_through
+        position, log_id = start
+        if log_id != state.log_id or position > state.last_position:
+            raise InvalidArgument([FieldViolation("after_cursor", NOT_A_CURSOR)])
+        return position
+
+    async def prune(self) -> int:
+        """Deletes changes older than the retention, and request ids past their
+        window; returns how many changes were deleted."""
+        now_us = time.time_ns() // 1000
+        cutoff = now_us - int(self._retention_s * 1_000_000)
+        pruned = 0
+        while True:
+            deleted = await self._store.write(changes.prune_changes, cutoff, PRUNE_BATCH)
+            pruned += deleted
+            if deleted < PRUNE_BATCH:
+                break
+        await self._store.write(requests.prune_requests, now_us)
+        return pruned
+
+    async def prune_every(self, interval_s: float) -> None:
+        """Prunes now and then every interval, until cancelled. Every replica
+        may run this: a prune finds nothing that another has just pruned."""
+        while True:
+            try:
+                pruned = await self.prune()
+                if pruned:
+                    log.info("pruned %d changes older than %s", pruned, _duration(self._retention_s))
+            except ServiceError as error:  # the database is unavailable: next time
+                log.warning("pruning the change log failed: %s", error)
+            await asyncio.sleep(interval_s)
+
+
+def _duration(seconds: float) -> str:
+    """7d, 12h, 30m or 45s: the largest unit that divides it, else seconds."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

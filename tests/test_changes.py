@@ -1,0 +1,813 @@
+"""StreamFeedbackChanges and DeleteUserFeedback through real servers, on
+SQLite, PostgreSQL and MariaDB: every write shows up once, in commit order,
+with the feedback as it is; a consumer applying the changes mirrors the
+stored feedback exactly, under a concurrent workload; a change held
+uncommitted is not skipped; a stream resumes from its last cursor with no gap
+and no repeat, on any replica; old changes are pruned and their cursors must
+resync; shutdown ends a following stream at once."""
+
+import base64
+import json
+import random
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+
+from feedback.v1 import feedback_pb2 as pb
+from feedback.v1 import thread_registry_pb2 as registry_pb2
+from feedback_service.config import sqlite_url
+from feedback_service.domain.records import ChangeKind
+from feedback_service.store import changes as change_log
+from feedback_service.store import queries
+from feedback_service.store.database import open_database
+from feedback_service.store.models import Feedback
+from tests.conftest import backend_url, bad_fields, register
+from tests.harness import (
+    JWT_SECRET,
+    Client,
+    ServiceProcess,
+    as_service,
+    as_service_for,
+    as_user,
+    inspect_database,
+    running_server,
+    separate_channel,
+    server_settings,
+    wait_until,
+)
+
+Code = grpc.StatusCode
+CREATED, UPDATED, DELETED = pb.CHANGE_KIND_CREATED, pb.CHANGE_KIND_UPDATED, pb.CHANGE_KIND_DELETED
+
+
+def read_changes(client: Client, after: str = "", thread_id: str = "") -> list[pb.FeedbackChange]:
+    """Every change after the cursor, with follow off: the stream ends by itself."""
+    request = pb.StreamFeedbackChangesRequest(after_cursor=after, thread_id=thread_id)
+    return list(client.feedback.StreamFeedbackChanges(request, metadata=as_service(), timeout=60))
+
+
+def stream_error(client: Client, **fields) -> grpc.RpcError:
+    request = pb.StreamFeedbackChangesRequest(**fields)
+    with pytest.raises(grpc.RpcError) as raised:
+        list(client.feedback.StreamFeedbackChanges(request, metadata=as_service(), timeout=30))
+    return raised.value
+
+
+def kinds(changes: list[pb.FeedbackChange]) -> list[tuple[int, str]]:
+    return [(c.kind, c.feedback.feedback_id) for c in changes]
+
+
+class Mirror:
+    """What a consumer keeps: the feedback by id, built by applying changes."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, pb.Feedback] = {}
+        self.cursor = ""
+        self.applied = 0
+
+    def apply(self, change: pb.FeedbackChange) -> None:
+        # rating 0: deleted (or deleted since this change; its DELETED follows).
+        if change.kind == DELETED or change.feedback.rating == 0:
+            self.rows.pop(change.feedback.feedback_id, None)
+        else:
+            self.rows[change.feedback.feedback_id] = change.feedback
+        self.cursor = change.cursor
+        self.applied += 1
+
+
+def listed_as_service(client: Client, thread_ids) -> dict[str, pb.Feedback]:
+    """Every feedback of the threads, as ListThreadFeedback pages show a service."""
+    rows: dict[str, pb.Feedback] = {}
+    for thread_id in thread_ids:
+        token = ""
+        while True:
+            page = client.feedback.ListThreadFeedback(
+                pb.ListThreadFeedbackRequest(thread_id=thread_id, page_size=1000, page_token=token),
+                metadata=as_service(),
+            )
+            rows.update((f.feedback_id, f) for f in page.feedback)
+            token = page.next_page_token
+            if not token:
+                break
+    return rows
+
+
+@contextmanager
+def following(channel: grpc.Channel, after: str = "", thread_id: str = "") -> Iterator["Follower"]:
+    follower = Follower(channel, after, thread_id)
+    follower.start()
+    try:
+        yield follower
+    finally:
+        follower.stop()
+
+
+@dataclass
+class Follower:
+    """A consumer on a following stream, in a thread of its own."""
+
+    channel: grpc.Channel
+    after: str
+    thread_id: str
+    received: list[pb.FeedbackChange] = field(default_factory=list)
+    mirror: Mirror = field(default_factory=Mirror)
+    error: grpc.RpcError | None = None
+    arrived: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        request = pb.StreamFeedbackChangesRequest(
+            after_cursor=self.after, follow=True, thread_id=self.thread_id
+        )
+        stub = Client(self.channel).feedback.StreamFeedbackChanges
+        self.call = stub(request, metadata=as_service())
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for change in self.call:
+                self.received.append(change)
+                self.arrived.append(time.monotonic())
+                self.mirror.apply(change)
+        except grpc.RpcError as error:
+            self.error = error
+
+    def wait_for(self, count: int, timeout_s: float = 30) -> list[pb.FeedbackChange]:
+        wait_until(lambda: len(self.received) >= count or self.error is not None, timeout_s)
+        assert self.error is None or self.error.code() == Code.CANCELLED, self.error
+        return self.received
+
+    def wait_for_cursor(self, cursor: str, timeout_s: float = 60) -> None:
+        wait_until(lambda: self.mirror.cursor == cursor or self.error is not None, timeout_s)
+        assert self.mirror.cursor == cursor, self.error
+
+    def stop(self) -> None:
+        self.call.cancel()
+        self._thread.join(10)
+
+
+@pytest.fixture
+def served(database_url, tmp_path) -> Iterator[tuple[Client, str]]:
+    """A server on each backend, its client and its address."""
+    with running_server(server_settings(tmp_path, database_url=database_url)) as (server, client):
+        yield client, server.address
+
+
+# --- every write, once, in order ------------------------------------------------------
+
+
+def test_every_kind_of_write_appears_once_in_commit_order(served):
+    client, _ = served
+    register(client, "t1", "", ["r1", "r2"])
+    register(client, "t2", "", ["r3"])
+    feedback = client.feedback
+    a = feedback.CreateFeedback(
+        pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1, comment="first"),
+        metadata=as_user("alice"),
+    )
+    b = feedback.UpsertFeedback(
+        pb.UpsertFeedbackRequest(thread_id="t1", run_id="r2", rating=1, message_id="m1"),
+        metadata=as_user("alice"),
+    )
+    b2 = feedback.UpsertFeedback(
+        pb.UpsertFeedbackRequest(thread_id="t1", run_id="r2", rating=-1, message_id="m1", comment="changed"),
+        metadata=as_user("alice"),
+    )
+    c = feedback.CreateFeedback(
+        pb.CreateFeedbackRequest(thread_id="t1", run_id="r2", rating=1), metadata=as_user("bob")
+    )
+    d = feedback.CreateFeedback(
+        pb.CreateFeedbackRequest(thread_id="t2", run_id="r3", rating=1), metadata=as_user("bob")
+    )
+    e = feedback.CreateFeedback(
+        pb.CreateFeedbackRequest(thread_id="t2", run_id="r3", rating=-1), metadata=as_user("carol")
+    )
+    feedback.DeleteFeedback(
+        pb.DeleteFeedbackRequest(thread_id="t1", run_id="r1", feedback_id=a.feedback_id),
+        metadata=as_user("alice"),
+    )
+    feedback.DeleteRunFeedback(
+        pb.DeleteRunFeedbackRequest(thread_id="t1", run_id="r2"), metadata=as_user("alice")
+    )
+    client.registry.DeleteThread(registry_pb2.DeleteThreadRequest(thread_id="t2"), metadata=as_service())
+    erased = feedback.DeleteUserFeedback(pb.DeleteUserFeedbackRequest(user_id="bob"), metadata=as_service())
+    assert erased.deleted_feedback == 1  # c; d went with t2
+
+    changes = read_changes(client)
+    assert len(changes) == 11 and len({ch.cursor for ch in changes}) == 11
+    assert kinds(changes[:8]) == [
+        (CREATED, a.feedback_id),
+        (CREATED, b.feedback_id),
+        (UPDATED, b.feedback_id),
+        (CREATED, c.feedback_id),
+        (CREATED, d.feedback_id),
+        (CREATED, e.feedback_id),
+        (DELETED, a.feedback_id),
+        (DELETED, b.feedback_id),
+    ]
+    # DeleteThread's changes, in the order it deleted its feedback; then the erasure.
+    assert sorted(kinds(changes[8:10])) == sorted([(DELETED, d.feedback_id), (DELETED, e.feedback_id)])
+    assert kinds(changes[10:]) == [(DELETED, c.feedback_id)]
+    # Each change names its feedback by ids and key.
+    named = {
+        ch.feedback.feedback_id: (ch.feedback.thread_id, ch.feedback.run_id, ch.feedback.user_id)
+        for ch in changes
+    }
+    assert named == {f.feedback_id: (f.thread_id, f.run_id, f.user_id) for f in (a, b, c, d, e)}
+    assert [ch.feedback.message_id for ch in changes if ch.feedback.feedback_id == b.feedback_id] == [
+        "m1"
+    ] * 3
+    # Nothing is stored any more: every change carries only the ids and key.
+    assert all(ch.feedback.rating == 0 and not ch.feedback.HasField("created_at") for ch in changes)
+    # changed_at: the feedback's updated_at for CREATED and UPDATED, then the deletes' times.
+    assert b2.feedback_id == b.feedback_id
+    assert [changes[0].changed_at, changes[2].changed_at] == [a.created_at, b2.updated_at]
+    stamps = [ch.changed_at.ToMicroseconds() for ch in changes]
+    assert stamps == sorted(stamps)
+    # Only t2's changes, with the filter; cursors are the same positions.
+    only_t2 = read_changes(client, thread_id="t2")
+    assert [ch.cursor for ch in only_t2] == [ch.cursor for ch in changes if ch.feedback.thread_id == "t2"]
+
+
+def test_a_change_carries_the_feedback_as_it_is_when_read(served):
+    """A CREATED read after an update shows the update; once the feedback is
+    gone, its CREATED keeps only the ids and key (rating 0), and its DELETED follows."""
+    client, _ = served
+    register(client, "t1", "alice", ["r1"])
+    created = client.feedback.CreateFeedback(
+        pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1, comment="before"),
+        metadata=as_user("alice"),
+    )
+    updated = client.feedback.UpsertFeedback(
+        pb.UpsertFeedbackRequest(thread_id="t1", run_id="r1", rating=-1, comment="after"),
+        metadata=as_user("alice"),
+    )
+    first, second = read_changes(client)
+    assert (first.kind, second.kind) == (CREATED, UPDATED)
+    assert first.feedback == updated == second.feedback
+    assert first.changed_at == created.created_at and second.changed_at == updated.updated_at
+    client.feedback.DeleteRunFeedback(
+        pb.DeleteRunFeedbackRequest(thread_id="t1", run_id="r1"), metadata=as_user("alice")
+    )
+    first, _, third = read_changes(client)
+    assert first.kind == CREATED and first.feedback.rating == 0 and not first.feedback.comment
+    assert (first.feedback.feedback_id, first.feedback.user_id) == (created.feedback_id, "alice")
+    assert third.kind == DELETED
+
+
+def test_writes_that_fail_record_no_change(served):
+    client, _ = served
+    register(client, "t1", "alice", ["r1"])
+    client.feedback.CreateFeedback(
+        pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1), metadata=as_user("alice")
+    )
+    before = read_changes(client)
+    failing = [
+        lambda: client.feedback.CreateFeedback(
+            pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1), metadata=as_user("alice")
+        ),  # ALREADY_EXISTS
+        lambda: client.feedback.CreateFeedback(
+            pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1), metadata=as_user("bob")
+        ),  # someone else's thread
+        lambda: client.feedback.UpsertFeedback(
+            pb.UpsertFeedbackRequest(thread_id="t1", run_id="nope", rating=1), metadata=as_user("alice")
+        ),
+        lambda: client.feedback.DeleteRunFeedback(
+            pb.DeleteRunFeedbackRequest(thread_id="t1", run_id="r1"), metadata=as_user("bob")
+        ),
+        lambda: client.feedback.DeleteFeedback(
+            pb.DeleteFeedbackRequest(thread_id="t1", run_id="r1", feedback_id="nope"),
+            metadata=as_user("alice"),
+        ),
+    ]
+    for call in failing:
+        with pytest.raises(grpc.RpcError):
+            call()
+    assert (
+        client.feedback.DeleteUserFeedback(
+            pb.DeleteUserFeedbackRequest(user_id="nobody"), metadata=as_service()
+        ).deleted_feedback
+        == 0
+    )
+    assert read_changes(client) == before
+
+
+def test_malformed_requests_name_the_field(served):
+    client, _ = served
+    for value in ("garbage", "!!", base64.urlsafe_b64encode(b"12.").decode(), "MS5hYmM"):
+        error = stream_error(client, after_cursor=value)
+        assert error.code() == Code.INVALID_ARGUMENT, value
+        assert bad_fields(error) == ["after_cursor"]
+    error = stream_error(client, thread_id="t 1")
+    assert error.code() == Code.INVALID_ARGUMENT
+    assert bad_fields(error) == ["thread_id"]
+    with pytest.raises(grpc.RpcError) as raised:
+        client.feedback.DeleteUserFeedback(pb.DeleteUserFeedbackRequest(user_id=""), metadata=as_service())
+    assert raised.value.code() == Code.INVALID_ARGUMENT
+    assert bad_fields(raised.value) == ["user_id"]
+
+
+def test_a_cursor_of_another_log_or_past_the_end_is_invalid_argument(served):
+    client, _ = served
+    register(client, "t1", "", ["r1"])
+    client.feedback.CreateFeedback(
+        pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1), metadata=as_user("u")
+    )
+    (change,) = read_changes(client)
+    raw = base64.urlsafe_b64decode(change.cursor + "=" * (-len(change.cursor) % 4)).decode()
+    position, log_id = raw.split(".")
+    for forged in (f"{position}.{'0' * 16}", f"{int(position) + 1}.{log_id}", f"{2**63}.{log_id}"):
+        cursor = base64.urlsafe_b64encode(forged.encode()).decode().rstrip("=")
+        error = stream_error(client, after_cursor=cursor)
+        assert error.code() == Code.INVALID_ARGUMENT, forged
+        assert bad_fields(error) == ["after_cursor"]
+    assert read_changes(client, after=change.cursor) == []
+
+
+# --- exact mirror under a concurrent workload -----------------------------------------
+
+WORK_THREADS = {"w0": ["w0-r0", "w0-r1"], "w1": ["w1-r0", "w1-r1"], "w2": ["w2-r0"]}
+WORK_USERS = [f"u{i}" for i in range(6)]
+WRITERS = 8
+OPS_PER_WRITER = 60
+
+
+def writer(address: str, index: int, stop: threading.Event) -> list[Code]:
+    """Creates, upserts, deletes one and deletes a run's, as random users."""
+    rng = random.Random(index)
+    client = Client(separate_channel(address))
+    codes = []
+    mine: list[tuple[str, str, str, str]] = []  # (user, thread, run, feedback_id)
+    try:
+        for n in range(OPS_PER_WRITER):
+            user = rng.choice(WORK_USERS)
+            thread = rng.choice(list(WORK_THREADS))
+            run = rng.choice(WORK_THREADS[thread])
+            message = rng.choice(["", "m1", "m2"])
+            op = rng.choice(["create", "create", "upsert", "upsert", "delete", "delete_run"])
+            try:
+                if op == "create":
+                    made = client.feedback.CreateFeedback(
+                        pb.CreateFeedbackRequest(
+                            thread_id=thread,
+                            run_id=run,
+                            rating=1,
+                            message_id=message,
+                            comment=f"c{index}-{n}",
+                        ),
+                        metadata=as_user(user),
+                    )
+                    mine.append((user, thread, run, made.feedback_id))
+                elif op == "upsert":
+                    client.feedback.UpsertFeedback(
+                        pb.UpsertFeedbackRequest(
+                            thread_id=thread,
+                            run_id=run,
+                            rating=-1,
+                            message_id=message,
+                            comment=f"u{index}-{n}",
+                        ),
+                        metadata=as_service_for(user),
+                    )
+                elif op == "delete" and mine:
+                    user, thread, run, feedback_id = mine.pop(rng.randrange(len(mine)))
+                    client.feedback.DeleteFeedback(
+                        pb.DeleteFeedbackRequest(thread_id=thread, run_id=run, feedback_id=feedback_id),
+                        metadata=as_user(user),
+                    )
+                else:
+                    client.feedback.DeleteRunFeedback(
+                        pb.DeleteRunFeedbackRequest(thread_id=thread, run_id=run), metadata=as_user(user)
+                    )
+                codes.append(Code.OK)
+            except grpc.RpcError as error:
+                codes.append(error.code())
+            if stop.is_set():
+                break
+    finally:
+        client.channel.close()
+    return codes
+
+
+def platform(address: str, stop: threading.Event) -> list[Code]:
+    """Deletes threads (their feedback cascading) and registers them again,
+    and erases users, while the writers write."""
+    rng = random.Random(99)
+    client = Client(separate_channel(address))
+    codes = []
+    try:
+        while not stop.is_set():
+            thread = rng.choice(list(WORK_THREADS))
+            try:
+                if rng.random() < 0.5:
+                    client.registry.DeleteThread(
+                        registry_pb2.DeleteThreadRequest(thread_id=thread), metadata=as_service()
+                    )
+                    register(client, thread, "", WORK_THREADS[thread])
+                else:
+                    client.feedback.DeleteUserFeedback(
+                        pb.DeleteUserFeedbackRequest(user_id=rng.choice(WORK_USERS)), metadata=as_service()
+                    )
+                codes.append(Code.OK)
+            except grpc.RpcError as error:
+                codes.append(error.code())
+            time.sleep(0.05)
+    finally:
+        client.channel.close()
+    return codes
+
+
+def test_a_consumer_applying_every_change_mirrors_what_a_service_lists(served):
+    """Followers during the workload (one from the start, one that
+    disconnects and resumes), and a reader from "" after it, all end with
+    exactly the feedback ListThreadFeedback returns a service."""
+    client, address = served
+    for thread, runs in WORK_THREADS.items():
+        register(client, thread, "", runs)
+    stop = threading.Event()
+    with following(separate_channel(address)) as live, ThreadPoolExecutor(WRITERS + 1) as pool:
+        platform_codes = pool.submit(platform, address, stop)
+        writers = [pool.submit(writer, address, i, stop) for i in range(WRITERS)]
+        # A second consumer reads part of the way, drops, and resumes from its cursor.
+        time.sleep(0.5)
+        resumed = Mirror()
+        for change in read_changes(client)[:7]:
+            resumed.apply(change)
+        codes = [code for future in writers for code in future.result(timeout=300)]
+        stop.set()
+        codes += platform_codes.result(timeout=60)
+        assert set(codes) <= {Code.OK, Code.NOT_FOUND, Code.ALREADY_EXISTS}, codes
+        assert codes.count(Code.OK) > WRITERS * OPS_PER_WRITER // 3
+
+        everything = read_changes(client)
+        live.wait_for_cursor(everything[-1].cursor)
+        for change in read_changes(client, after=resumed.cursor):
+            resumed.apply(change)
+
+    fresh = Mirror()
+    for change in everything:
+        fresh.apply(change)
+    stored = listed_as_service(client, WORK_THREADS)
+    assert stored, "the workload left no feedback to compare"
+    assert live.mirror.rows == stored
+    assert fresh.rows == stored
+    assert resumed.rows == stored
+    assert [c.cursor for c in live.received] == [c.cursor for c in everything]
+    assert len({c.cursor for c in everything}) == len(everything)
+    kinds_seen = {c.kind for c in everything}
+    assert kinds_seen == {CREATED, UPDATED, DELETED}
+    print(f"\nmirror: {len(everything)} changes, {len(stored)} feedback stored, {len(codes)} calls")
+
+
+# --- no change skipped when commits finish out of order ---------------------------------
+
+
+@contextmanager
+def service_on(url: str, data_dir: Path, **settings: str) -> Iterator[ServiceProcess]:
+    service = ServiceProcess(data_dir, database_url=url, jwt_secret=JWT_SECRET, **settings)
+    try:
+        yield service
+    finally:
+        service.terminate()
+
+
+def draft(user: str, thread: str = "t1", run: str = "r1"):
+    from feedback_service.domain.records import FeedbackDraft
+
+    return FeedbackDraft(thread, run, user, "", 1, f"by {user}")
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mysql"])
+def test_a_write_begun_first_and_committed_last_is_not_skipped(backend, tmp_path):
+    """The case sequences get wrong: a transaction inserts its feedback (and
+    so takes the lower row id), stays open while a later write commits and is
+    streamed, then commits. Its change is streamed after, not skipped: a
+    change's position is taken when its transaction appends it, last."""
+    url = backend_url(backend, tmp_path)
+    with service_on(url, tmp_path / "data") as service:
+        client = Client(grpc.insecure_channel(service.address))
+        register(client, "t1", "", ["r1"])
+        db = open_database(url)  # this process's own connection, bound to the models
+        try:
+            with following(separate_channel(service.address)) as follower, db.connection_context():
+                with db.atomic():
+                    held = queries._new_row(draft("held"))
+                    Feedback.insert(
+                        dict(zip(queries.INSERTED_FIELDS, queries._inserted_values(held), strict=True))
+                    ).execute()
+                    # Committed, and streamed, while `held` is open.
+                    later = client.feedback.CreateFeedback(
+                        pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1),
+                        metadata=as_user("later"),
+                    )
+                    assert kinds(follower.wait_for(1)) == [(CREATED, later.feedback_id)]
+                    change_log.append_changes(ChangeKind.CREATED, [queries._key(held)], held.updated_at)
+                assert kinds(follower.wait_for(2)) == [
+                    (CREATED, later.feedback_id),
+                    (CREATED, held.feedback_id),
+                ]
+                ids = dict(db.execute_sql("SELECT feedback_id, id FROM feedback").fetchall())
+                assert ids[held.feedback_id] < ids[later.feedback_id], "the held row took the lower row id"
+            assert kinds(read_changes(client)) == kinds(follower.received)
+        finally:
+            db.close()
+            client.channel.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"])
+def test_a_change_held_uncommitted_holds_back_later_changes_until_it_commits(backend, tmp_path):
+    """A transaction that has appended its change holds the log until it
+    commits: a later write waits for it, no reader sees anything past it, and
+    once it commits both are streamed, in commit order."""
+    url = backend_url(backend, tmp_path) if backend != "sqlite" else sqlite_url(tmp_path / "shared.db")
+    with service_on(url, tmp_path / "data") as service:
+        client = Client(grpc.insecure_channel(service.address))
+        register(client, "t1", "", ["r1"])
+        first = client.feedback.CreateFeedback(
+            pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1), metadata=as_user("first")
+        )
+        start = read_changes(client)[-1].cursor
+        db = open_database(url)
+        try:
+            with (
+                following(separate_channel(service.address), after=start) as follower,
+                db.connection_context(),
+            ):
+                with db.atomic():
+                    held = queries.create_feedback(draft("held"), False)
+                    later = client.feedback.CreateFeedback.future(
+                        pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1),
+                        metadata=as_user("later"),
+                        timeout=30,
+                    )
+                    time.sleep(1.5)
+                    assert not later.done(), "the later write should wait for the held change"
+                    assert follower.received == [] and read_changes(client, after=start) == []
+                later = later.result()
+                assert kinds(follower.wait_for(2)) == [
+                    (CREATED, held.feedback_id),
+                    (CREATED, later.feedback_id),
+                ]
+            assert kinds(read_changes(client)) == [(CREATED, first.feedback_id), *kinds(follower.received)]
+        finally:
+            db.close()
+            client.channel.close()
+
+
+# --- resume, any replica ------------------------------------------------------------------
+
+
+def test_resuming_from_the_last_cursor_gives_no_gap_and_no_repeat(served):
+    client, address = served
+    register(client, "t1", "", ["r1"])
+    for i in range(25):
+        client.feedback.UpsertFeedback(
+            pb.UpsertFeedbackRequest(thread_id="t1", run_id="r1", rating=1, message_id=f"m{i % 10}"),
+            metadata=as_user("alice"),
+        )
+    everything = read_changes(client)
+    assert len(everything) == 25
+    # Read a few at a time, dropping the stream each time, following or not.
+    pieces, cursor = [], ""
+    while len(pieces) < len(everything):
+        request = pb.StreamFeedbackChangesRequest(after_cursor=cursor, follow=len(pieces) % 2 == 0)
+        call = client.feedback.StreamFeedbackChanges(request, metadata=as_service())
+        for _ in range(min(4, len(everything) - len(pieces))):
+            pieces.append(next(call))
+        call.cancel()
+        cursor = pieces[-1].cursor
+    assert pieces == everything
+    # A follower dropped in the middle of a burst of writes resumes where it was.
+    with following(separate_channel(address), after=cursor) as first:
+        for i in range(10):
+            client.feedback.CreateFeedback(
+                pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=-1, message_id=f"n{i}"),
+                metadata=as_user("bob"),
+            )
+            if i == 4:
+                first.wait_for(3)
+                first.stop()
+        taken = list(first.received)
+    with following(separate_channel(address), after=taken[-1].cursor) as second:
+        second.wait_for(10 - len(taken))
+    assert taken + second.received == read_changes(client, after=cursor)
+    assert len(read_changes(client, after=cursor)) == 10
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"])
+def test_a_change_written_through_one_process_streams_from_another(backend, tmp_path):
+    url = backend_url(backend, tmp_path) if backend != "sqlite" else sqlite_url(tmp_path / "shared.db")
+    with service_on(url, tmp_path / "a") as writer_process, service_on(url, tmp_path / "b") as reader_process:
+        writing = Client(grpc.insecure_channel(writer_process.address))
+        reading = Client(grpc.insecure_channel(reader_process.address))
+        register(writing, "t1", "", ["r1"])
+        with following(separate_channel(reader_process.address)) as follower:
+            written, sent = [], []
+            for i in range(5):
+                sent.append(time.monotonic())
+                written.append(
+                    writing.feedback.CreateFeedback(
+                        pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1, message_id=f"m{i}"),
+                        metadata=as_user("alice"),
+                    )
+                )
+                time.sleep(0.3)
+            follower.wait_for(5, timeout_s=10)
+        assert [c.feedback for c in follower.received] == written
+        delays = [arrived - at for arrived, at in zip(follower.arrived, sent, strict=True)]
+        assert max(delays) < 2, delays  # about a second: polled every 0.5 s (slack for a busy machine)
+        # A cursor handed out by one process resumes on the other.
+        from_writer = list(
+            writing.feedback.StreamFeedbackChanges(pb.StreamFeedbackChangesRequest(), metadata=as_service())
+        )
+        resumed = read_changes(reading, after=from_writer[1].cursor)
+        assert resumed == from_writer[2:]
+        writing.channel.close()
+        reading.channel.close()
+
+
+# --- retention ---------------------------------------------------------------------------
+
+
+def test_old_changes_are_pruned_and_an_old_cursor_must_resync(database_url, tmp_path):
+    settings = server_settings(
+        tmp_path, database_url=database_url, changes_retention_s=1.0, changes_prune_interval_s=0.2
+    )
+    with running_server(settings) as (_, client):
+        register(client, "t1", "", ["r1"])
+        old = [
+            client.feedback.CreateFeedback(
+                pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1, message_id=f"m{i}"),
+                metadata=as_user("alice"),
+            )
+            for i in range(3)
+        ]
+        oldest, newest_old = read_changes(client)[0], read_changes(client)[-1]
+        db = inspect_database(database_url)
+        try:
+            wait_until(lambda: db.execute_sql("SELECT COUNT(*) FROM feedback_change").fetchone()[0] == 0)
+        finally:
+            db.close()
+        new = client.feedback.CreateFeedback(
+            pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=-1), metadata=as_user("bob")
+        )
+        error = stream_error(client, after_cursor=oldest.cursor)
+        assert error.code() == Code.FAILED_PRECONDITION
+        assert "pruned" in error.details() and "resync" in error.details()
+        assert "ListThreadFeedback" in error.details() and "1s" in error.details()
+        # The newest pruned change's cursor misses nothing: it goes on.
+        assert kinds(read_changes(client, after=newest_old.cursor)) == [(CREATED, new.feedback_id)]
+        # The empty cursor starts at the oldest change kept; the list has the rest.
+        assert kinds(read_changes(client)) == [(CREATED, new.feedback_id)]
+        stored = listed_as_service(client, ["t1"])
+        assert set(stored) == {f.feedback_id for f in [*old, new]}
+
+
+def test_request_ids_past_their_window_are_pruned(database_url, tmp_path):
+    settings = server_settings(tmp_path, database_url=database_url, changes_prune_interval_s=0.2)
+    with running_server(settings) as (_, client):
+        register(client, "t1", "", ["r1"])
+        client.feedback.CreateFeedback(
+            pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1, request_id=str(uuid.uuid4())),
+            metadata=as_user("a"),
+        )
+        db = inspect_database(settings.effective_database_url())
+        try:
+            assert db.execute_sql("SELECT COUNT(*) FROM idempotent_request").fetchone() == (1,)
+            db.execute_sql("UPDATE idempotent_request SET created_at = created_at - 86400000001")
+            wait_until(lambda: db.execute_sql("SELECT COUNT(*) FROM idempotent_request").fetchone() == (0,))
+        finally:
+            db.close()
+
+
+# --- limits and shutdown -------------------------------------------------------------------
+
+
+def test_change_streams_are_bounded_on_their_own_and_do_not_count_as_calls(tmp_path):
+    settings = server_settings(tmp_path, max_change_streams=2, max_concurrent_rpcs=1)
+    with running_server(settings) as (server, client):
+        register(client, "t1", "", ["r1"])
+        with (
+            following(separate_channel(server.address)) as one,
+            following(separate_channel(server.address)) as two,
+        ):
+            client.feedback.CreateFeedback(
+                pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1), metadata=as_user("a")
+            )
+            one.wait_for(1)
+            two.wait_for(1)
+            error = stream_error(client, follow=True)
+            assert error.code() == Code.RESOURCE_EXHAUSTED
+            assert "2 change streams" in error.details()
+            # Unary calls still run: the open streams are not calls in progress.
+            stats = client.feedback.GetFeedbackStats(
+                pb.GetFeedbackStatsRequest(thread_id="t1", run_id="r1"), metadata=as_service()
+            )
+            assert stats.total == 1
+        # Closed streams give their places back.
+        wait_until(lambda: _opens(client))
+
+
+def _opens(client: Client) -> bool:
+    try:
+        read_changes(client)
+    except grpc.RpcError as error:
+        assert error.code() == Code.RESOURCE_EXHAUSTED
+        return False
+    return True
+
+
+def test_shutdown_ends_a_following_stream_at_once_with_one_access_line(tmp_path):
+    service = ServiceProcess(
+        tmp_path / "data", jwt_secret=JWT_SECRET, shutdown_grace_s="30", log_format="json"
+    )
+    channel = grpc.insecure_channel(service.address)
+    try:
+        register(Client(channel), "t1", "", ["r1"])
+        with following(separate_channel(service.address)) as follower:
+            time.sleep(0.5)
+            stopping = time.monotonic()
+            service.process.send_signal(signal.SIGTERM)
+            wait_until(lambda: follower.error is not None, 10)
+            assert follower.error.code() == Code.UNAVAILABLE
+            assert "shutting down" in follower.error.details()
+        assert service.process.wait(10) == 0
+        assert time.monotonic() - stopping < 5, "the stream held the shutdown"
+    finally:
+        channel.close()
+    service.terminate()
+    log = "".join(service.log)
+    assert "Traceback" not in log and '"level": "ERROR"' not in log, log
+    streams = [e for e in service.access_lines() if e["method"].endswith("/StreamFeedbackChanges")]
+    assert [(e["code"], e["principal_kind"], e["principal_id"]) for e in streams] == [
+        ("UNAVAILABLE", "service", "platform")
+    ]
+
+
+# --- erasure -------------------------------------------------------------------------------
+
+
+def test_erasing_a_user_removes_their_feedback_everywhere_and_shows_on_the_feed(served):
+    client, _ = served
+    register(client, "t-a", "alice", ["ra"])
+    register(client, "t-s", "", ["rs1", "rs2"])
+    mine = [
+        client.feedback.CreateFeedback(
+            pb.CreateFeedbackRequest(thread_id=t, run_id=r, rating=1, message_id=m, comment="private words"),
+            metadata=as_user("alice"),
+        )
+        for t, r, m in (("t-a", "ra", ""), ("t-a", "ra", "m1"), ("t-s", "rs1", ""), ("t-s", "rs2", "m9"))
+    ]
+    kept = client.feedback.CreateFeedback(
+        pb.CreateFeedbackRequest(thread_id="t-s", run_id="rs1", rating=-1), metadata=as_user("bob")
+    )
+    before = read_changes(client)[-1].cursor
+    erased = client.feedback.DeleteUserFeedback(
+        pb.DeleteUserFeedbackRequest(user_id="alice"), metadata=as_service()
+    )
+    assert erased.deleted_feedback == 4
+    assert listed_as_service(client, ["t-a", "t-s"]) == {kept.feedback_id: kept}
+    after = read_changes(client, after=before)
+    assert sorted(kinds(after)) == sorted((DELETED, f.feedback_id) for f in mine)
+    assert all(c.feedback.user_id == "alice" and not c.feedback.comment for c in after)
+    # Once more: nothing left to erase.
+    again = client.feedback.DeleteUserFeedback(
+        pb.DeleteUserFeedbackRequest(user_id="alice"), metadata=as_service()
+    )
+    assert again.deleted_feedback == 0
+    # Every change of alice's feedback now carries no text at all.
+    assert all(not c.feedback.comment for c in read_changes(client) if c.feedback.user_id == "alice")
+
+
+def test_erasure_is_logged_with_the_service_and_the_user_and_never_a_comment(tmp_path):
+    service = ServiceProcess(tmp_path / "data", jwt_secret=JWT_SECRET, log_format="json")
+    try:
+        client = Client(grpc.insecure_channel(service.address))
+        register(client, "t1", "", ["r1"])
+        secret = "a comment that must never reach the logs"
+        client.feedback.CreateFeedback(
+            pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1, comment=secret),
+            metadata=as_user("alice"),
+        )
+        client.feedback.DeleteUserFeedback(
+            pb.DeleteUserFeedbackRequest(user_id="alice"), metadata=as_service()
+        )
+        wait_until(lambda: any("erased" in line for line in service.log))
+        wait_until(lambda: any(e["method"].endswith("/DeleteUserFeedback") for e in service.access_lines()))
+        client.channel.close()
+    finally:
+        service.terminate()
+    erasures = [json.loads(line) for line in service.log if "erased" in line]
+    assert [e["message"] for e in erasures] == ["erased 1 feedback of user alice for service platform"]
+    access = [e for e in service.access_lines() if e["method"].endswith("/DeleteUserFeedback")]
+    assert [(e["code"], e["principal_id"]) for e in access] == [("OK", "platform")]
+    assert secret not in "".join(service.log)
