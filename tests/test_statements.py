@@ -1,9 +1,13 @@
 """How many SQL statements each FeedbackService RPC sends to the database.
 
-On PostgreSQL and MySQL every statement is a round trip, so each RPC is one
-statement with the thread rule inside it (MySQL's upsert reads its row back,
-as it has no RETURNING). On SQLite, with no round trip to save, a user's read
-looks the thread's owner up first, which costs less than the join.
+On PostgreSQL and MySQL every statement is a round trip, so each read is one
+statement with the thread rule inside it. A write is its own statement, with
+the thread rule inside it, followed in the same transaction by its change-log
+append (advance the log's head, insert the change: store/changes.py), which
+gives the change feed its commit order. MySQL has no RETURNING, so it reads
+back what an upsert stored, the head it advanced, and the keys a delete is
+about to remove. On SQLite, with no round trip to save, a user's read looks
+the thread's owner up first, which costs less than the join.
 
 Statements are counted from Peewee's own query log of the server under test,
 which logs every statement it executes; no timing is involved.
@@ -74,14 +78,15 @@ def calls(client, feedback_id: str) -> dict[str, tuple]:
 
 
 READS = {"ListFeedback", "ListThreadFeedback", "GetFeedbackStats", "BatchGetFeedbackStats"}
+CHANGE_LOG = 2  # advance the head, insert the change
 
 
 def expected(backend: str, rpc: str) -> int:
-    if backend == "sqlite" and rpc in READS:
-        return 2  # the owner, then the read
-    if backend == "mysql" and rpc == "UpsertFeedback":
-        return 2  # the upsert, then its row as stored
-    return 1
+    if rpc in READS:
+        return 2 if backend == "sqlite" else 1  # SQLite: the owner, then the read
+    if backend == "mysql" and rpc != "CreateFeedback":
+        return 1 + CHANGE_LOG + 1  # and the row upserted, or the keys deleted, read back
+    return 1 + CHANGE_LOG
 
 
 @pytest.fixture
@@ -89,7 +94,7 @@ def backend(database_url: str) -> str:
     return "sqlite" if database_url.startswith("sqlite") else database_url.split(":")[0]
 
 
-def test_each_rpc_as_a_user_sends_one_statement_on_server_databases(client, backend):
+def test_each_rpc_as_a_user_sends_the_statements_it_should(client, backend):
     register(client, "t", "alice", ["r1", "r2"])
     created = client.feedback.CreateFeedback(
         pb.CreateFeedbackRequest(thread_id="t", run_id="r1", rating=1), metadata=ALICE

@@ -89,12 +89,12 @@ def change_message(change: Change) -> feedback_pb2.FeedbackChange:
         feedback.update(
             rating=row.rating,
             comment=row.comment,
-            created_at=_timestamp_fields(row.created_at),
-            updated_at=_timestamp_fields(row.updated_at),
+            created_at=timestamp(row.created_at),
+            updated_at=timestamp(row.updated_at),
         )
     return feedback_pb2.FeedbackChange(
         cursor=change.cursor,
         kind=row.kind,
         feedback=feedback,
-        changed_at=_timestamp_fields(row.changed_at),
+        changed_at=timestamp(row.changed_at),
     )
