@@ -132,7 +132,9 @@ def build_server(settings: Settings, store: Store, *, reuse_port: bool = False) 
     server = grpc.aio.server(
         interceptors=interceptors(settings, waits), options=server_options(settings, reuse_port)
     )
-    feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(FeedbackServicer(FeedbackRules(store)), server)
+    feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(
+        FeedbackServicer(FeedbackRules(store, settings.tags)), server
+    )
     thread_registry_pb2_grpc.add_ThreadRegistryServicer_to_server(
         ThreadRegistryServicer(ThreadRules(store)), server
     )

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from feedback.v1 import feedback_pb2 as pb
 from feedback_service.config import Settings
 from feedback_service.domain.pagination import encode_page_token
+from feedback_service.domain.validation import DEFAULT_TAGS
 from tests.conftest import bad_fields
 from tests.harness import (
     CLIENT_ERRORS,
@@ -193,9 +194,15 @@ other_text = weighted((2, valid_id), (2, known_ids), *_hostile_text)
 
 
 plausible_text = weighted((3, known_ids), (1, st.just("")))
+# Tags mostly come from the vocabulary.
+known_tags = st.sampled_from(DEFAULT_TAGS)
+tag_text = weighted((6, known_tags), (1, st.just("")), (1, valid_id), *_hostile_text)
+TAG_FIELDS = ("tags",)
 
 
 def string_value(name: str) -> st.SearchStrategy[str]:
+    if name in TAG_FIELDS:
+        return tag_text
     return id_text if name.endswith(("_id", "_ids")) else other_text
 
 
@@ -223,7 +230,7 @@ INT_TYPES = {
 def plausible_value(fd: FieldDescriptor) -> st.SearchStrategy | None:
     """A value a well-behaved client might send, for fields of these types."""
     if fd.type == FieldDescriptor.TYPE_STRING:
-        return plausible_text
+        return known_tags if fd.name in TAG_FIELDS else plausible_text
     if fd.type in INT_TYPES:
         return st.sampled_from([1, -1, 0] if INT_TYPES[fd.type][1] else [1, 0])
     if fd.type == FieldDescriptor.TYPE_BOOL:

@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
+from feedback_service.domain.validation import DEFAULT_TAGS
 from tests.conftest import backend_url
 from tests.harness import (
     CLIENT_ERRORS,
@@ -202,6 +203,7 @@ def valid_request(data: st.DataObject, path: str) -> Message:
         "comment": data.draw(st.sampled_from(COMMENTS), label="comment"),
         "page_size": data.draw(st.integers(0, 3), label="page_size"),
         "service": data.draw(st.sampled_from(["", "feedback.v1.FeedbackService"]), label="service"),
+        "tags": data.draw(st.lists(st.sampled_from(DEFAULT_TAGS), max_size=3, unique=True), label="tags"),
     }
     message = GetMessageClass(descriptor)()
     for fd in descriptor.fields:

@@ -5,7 +5,7 @@ the caller's Access names, then run one unit of work in the store.
 work still queued when it passes is dropped.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter
@@ -14,7 +14,7 @@ from feedback_service.domain.access import Access
 from feedback_service.domain.errors import NotFound
 from feedback_service.domain.pagination import decode_page_token, encode_page_token, within_budget
 from feedback_service.domain.records import FeedbackDraft, FeedbackRow, RunStats
-from feedback_service.domain.validation import Checker
+from feedback_service.domain.validation import DEFAULT_TAGS, Checker
 from feedback_service.store import queries
 from feedback_service.store.database import Store
 
@@ -31,8 +31,9 @@ class Page:
 
 
 class FeedbackRules:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, tags: Sequence[str] = DEFAULT_TAGS) -> None:
         self._store = store
+        self._tags = tuple(tags)  # the vocabulary of tags, in its configured order
 
     async def create(
         self,
@@ -43,10 +44,11 @@ class FeedbackRules:
         rating: int,
         comment: str,
         message_id: str,
+        tags: Sequence[str],
         deadline: float | None,
     ) -> FeedbackRow:
         """New feedback; ALREADY_EXISTS if the caller already rated that run (or message)."""
-        draft = _draft(access, thread_id, run_id, rating, comment, message_id)
+        draft = self._draft(access, thread_id, run_id, rating, comment, message_id, tags)
         return await self._write(access, draft, queries.create_feedback, "CreateFeedback", deadline)
 
     async def upsert(
@@ -58,10 +60,11 @@ class FeedbackRules:
         rating: int,
         comment: str,
         message_id: str,
+        tags: Sequence[str],
         deadline: float | None,
     ) -> FeedbackRow:
-        """Creates or replaces the caller's feedback on that run (or message)."""
-        draft = _draft(access, thread_id, run_id, rating, comment, message_id)
+        """Creates or replaces the caller's feedback on that run (or message), tags included."""
+        draft = self._draft(access, thread_id, run_id, rating, comment, message_id, tags)
         return await self._write(access, draft, queries.upsert_feedback, "UpsertFeedback", deadline)
 
     async def _write(
@@ -137,31 +140,54 @@ class FeedbackRules:
         return Page(rows, encode_page_token(scope, rows[-1].id))
 
     async def stats_for_run(
-        self, access: Access, *, thread_id: str, run_id: str, deadline: float | None
+        self,
+        access: Access,
+        *,
+        thread_id: str,
+        run_id: str,
+        include_messages: bool,
+        deadline: float | None,
     ) -> RunStats:
-        """Every user's feedback on one run, counted."""
+        """The votes on one run (every user's run-level feedback) and their
+        tags; with include_messages, the message-level feedback per message."""
         check = Checker()
         check.id("thread_id", thread_id)
         check.id("run_id", run_id)
         check.done()
-        (stats,) = await self._stats(access, thread_id, [run_id], deadline)
+        (stats,) = await self._stats(access, thread_id, [run_id], include_messages, deadline)
         return stats
 
     async def stats_for_runs(
-        self, access: Access, *, thread_id: str, run_ids: list[str], deadline: float | None
+        self,
+        access: Access,
+        *,
+        thread_id: str,
+        run_ids: list[str],
+        include_messages: bool,
+        deadline: float | None,
     ) -> list[RunStats]:
-        """Every user's feedback on each of up to 100 runs, in request order."""
+        """The same for each of up to 100 runs, in request order."""
         check = Checker()
         check.id("thread_id", thread_id)
         check.run_ids(run_ids)
         check.done()
-        return await self._stats(access, thread_id, run_ids, deadline)
+        return await self._stats(access, thread_id, run_ids, include_messages, deadline)
 
     async def _stats(
-        self, access: Access, thread_id: str, run_ids: list[str], deadline: float | None
+        self,
+        access: Access,
+        thread_id: str,
+        run_ids: list[str],
+        include_messages: bool,
+        deadline: float | None,
     ) -> list[RunStats]:
         owner, counted = await self._store.read(
-            queries.stats_for_runs, thread_id, run_ids, access.checks_thread, deadline=deadline
+            queries.stats_for_runs,
+            thread_id,
+            run_ids,
+            include_messages,
+            access.checks_thread,
+            deadline=deadline,
         )
         access.check_thread(thread_id, owner)
         return [counted[run_id] for run_id in run_ids]
@@ -203,15 +229,24 @@ class FeedbackRules:
         if not deleted:
             raise NotFound(f"no feedback of yours found on run {run_id}")
 
-
-def _draft(
-    access: Access, thread_id: str, run_id: str, rating: int, comment: str, message_id: str
-) -> FeedbackDraft:
-    check = Checker()
-    check.id("thread_id", thread_id)
-    check.id("run_id", run_id)
-    check.rating(rating)
-    check.comment(comment)
-    check.id("message_id", message_id, required=False)
-    check.done()
-    return FeedbackDraft(thread_id, run_id, access.acting_user(), message_id, rating, comment)
+    def _draft(
+        self,
+        access: Access,
+        thread_id: str,
+        run_id: str,
+        rating: int,
+        comment: str,
+        message_id: str,
+        tags: Sequence[str],
+    ) -> FeedbackDraft:
+        check = Checker()
+        check.id("thread_id", thread_id)
+        check.id("run_id", run_id)
+        check.rating(rating)
+        check.comment(comment)
+        check.id("message_id", message_id, required=False)
+        checked_tags = check.tags(tags, self._tags)
+        check.done()
+        return FeedbackDraft(
+            thread_id, run_id, access.acting_user(), message_id, rating, comment, checked_tags
+        )

@@ -7,6 +7,9 @@ from typing import NamedTuple
 # Every id (thread, run, message, feedback, user) is at most this long: the
 # validation pattern, the database columns and the proto comments agree on it.
 ID_MAX_LENGTH = 128
+# Tags: names of at most TAG_MAX_LENGTH characters, at most TAGS_MAX per feedback.
+TAG_MAX_LENGTH = 32
+TAGS_MAX = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +22,7 @@ class FeedbackDraft:
     message_id: str
     rating: int
     comment: str
+    tags: tuple[str, ...] = ()
 
 
 class FeedbackRow(NamedTuple):
@@ -34,16 +38,34 @@ class FeedbackRow(NamedTuple):
     comment: str
     created_at: int  # microseconds since the Unix epoch, UTC
     updated_at: int
+    tags: tuple[str, ...]  # in the order given
+
+
+class TagCount(NamedTuple):
+    tag: str
+    count: int
+
+
+class MessageStats(NamedTuple):
+    """Every user's feedback on one message of a run, counted."""
+
+    message_id: str
+    total: int
+    positive: int
+    negative: int
 
 
 @dataclass(frozen=True, slots=True)
 class RunStats:
-    """Counts of every user's feedback on one run."""
+    """The votes on one run (run-level feedback, one per user), their tags
+    sorted by tag, and, when asked for, the message-level feedback per message."""
 
     run_id: str
     total: int
     positive: int
     negative: int
+    tags: tuple[TagCount, ...] = ()
+    messages: tuple[MessageStats, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
 """Request field checks. Each returns the cleaned value or raises InvalidArgument."""
 
 import re
+from collections.abc import Sequence
 
-from feedback_service.domain.errors import FieldViolation, InvalidArgument
-from feedback_service.domain.records import ID_MAX_LENGTH
+from feedback_service.domain.errors import FieldViolation, InvalidArgument, echoed
+from feedback_service.domain.records import ID_MAX_LENGTH, TAG_MAX_LENGTH, TAGS_MAX
 
 ID_PATTERN = re.compile(rf"[A-Za-z0-9._:@|-]{{1,{ID_MAX_LENGTH}}}")
 ID_RULE = f"1 to {ID_MAX_LENGTH} characters from A-Z a-z 0-9 . _ : @ | -"
@@ -12,6 +13,12 @@ RATINGS = (1, -1)
 MAX_BATCH_RUNS = 100
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# A tag name in the vocabulary (FEEDBACK_TAGS): no commas, which join a
+# feedback's tags in storage.
+TAG_PATTERN = re.compile(rf"[a-z0-9_]{{1,{TAG_MAX_LENGTH}}}")
+TAG_RULE = f"1 to {TAG_MAX_LENGTH} characters from a-z 0-9 _"
+# The vocabulary when FEEDBACK_TAGS is unset: the original router's reasons.
+DEFAULT_TAGS = ("incorrect", "not_as_expected", "slow", "style_tone", "safety_legal", "other")
 
 
 def is_valid_id(value: str) -> bool:
@@ -39,6 +46,18 @@ class Checker:
             self.fail("rating", "must be 1 (thumbs up) or -1 (thumbs down)")
         return value
 
+    def tags(self, values: Sequence[str], vocabulary: Sequence[str]) -> tuple[str, ...]:
+        if len(values) > TAGS_MAX:
+            self.fail("tags", f"must hold at most {TAGS_MAX} tags")
+        seen: set[str] = set()
+        for index, value in enumerate(values):
+            if value not in vocabulary:
+                self.fail(f"tags[{index}]", _unknown_tag(value, vocabulary))
+            elif value in seen:
+                self.fail(f"tags[{index}]", f"repeats tag {echoed(value)}")
+            seen.add(value)
+        return tuple(values)
+
     def comment(self, value: str) -> str:
         if len(value) > COMMENT_MAX_LENGTH:
             self.fail("comment", f"must be at most {COMMENT_MAX_LENGTH} characters")
@@ -63,3 +82,21 @@ class Checker:
     def done(self) -> None:
         if self.violations:
             raise InvalidArgument(self.violations)
+
+
+def _unknown_tag(value: str, vocabulary: Sequence[str]) -> str:
+    return f"unknown tag {echoed(value)}; known tags: {', '.join(vocabulary)}"
+
+
+def vocabulary(spec: str) -> tuple[str, ...]:
+    """The tag vocabulary from `name,name2,...` (FEEDBACK_TAGS); ValueError
+    names what is wrong with it."""
+    tags = tuple(name.strip() for name in spec.split(",") if name.strip())
+    if not tags:
+        raise ValueError("FEEDBACK_TAGS names no tag")
+    for name in tags:
+        if not TAG_PATTERN.fullmatch(name):
+            raise ValueError(f"FEEDBACK_TAGS: tag {echoed(name)} must be {TAG_RULE}")
+    if len(set(tags)) != len(tags):
+        raise ValueError("FEEDBACK_TAGS names a tag twice")
+    return tags

@@ -37,6 +37,7 @@ def feedback_fields(row: FeedbackRow) -> dict:
         "comment": row.comment,
         "created_at": _timestamp_fields(row.created_at),
         "updated_at": _timestamp_fields(row.updated_at),
+        "tags": row.tags,
     }
 
 
@@ -52,10 +53,20 @@ def feedback_page(response, rows: list[FeedbackRow]):
     return response
 
 
+def stats_fields(stats: RunStats) -> dict:
+    """Keyword arguments of a FeedbackStats message."""
+    return {
+        "run_id": stats.run_id,
+        "total": stats.total,
+        "positive": stats.positive,
+        "negative": stats.negative,
+        "tags": [{"tag": tag, "count": count} for tag, count in stats.tags],
+        "messages": [m._asdict() for m in stats.messages],
+    }
+
+
 def stats_message(stats: RunStats) -> feedback_pb2.FeedbackStats:
-    return feedback_pb2.FeedbackStats(
-        run_id=stats.run_id, total=stats.total, positive=stats.positive, negative=stats.negative
-    )
+    return feedback_pb2.FeedbackStats(**stats_fields(stats))
 
 
 def thread_message(record: ThreadRecord) -> thread_registry_pb2.Thread:

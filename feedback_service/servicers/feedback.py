@@ -25,6 +25,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             rating=request.rating,
             comment=request.comment,
             message_id=request.message_id,
+            tags=request.tags,
             deadline=deadline(context),
         )
         return feedback_message(row)
@@ -37,6 +38,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             rating=request.rating,
             comment=request.comment,
             message_id=request.message_id,
+            tags=request.tags,
             deadline=deadline(context),
         )
         return feedback_message(row)
@@ -75,6 +77,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             current_access.get(),
             thread_id=request.thread_id,
             run_id=request.run_id,
+            include_messages=request.include_messages,
             deadline=deadline(context),
         )
         return stats_message(stats)
@@ -86,6 +89,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             current_access.get(),
             thread_id=request.thread_id,
             run_ids=list(request.run_ids),
+            include_messages=request.include_messages,
             deadline=deadline(context),
         )
         return pb.BatchGetFeedbackStatsResponse(stats=[stats_message(s) for s in stats])

@@ -4,6 +4,7 @@ the Store puts it (a database thread, or the event loop on SQLite), and
 raises domain errors when the data says no.
 """
 
+import functools
 import time
 import uuid
 from collections.abc import Sequence
@@ -11,8 +12,16 @@ from collections.abc import Sequence
 from peewee import JOIN, SQL, Case, IntegrityError, Select, Value, fn
 
 from feedback_service.domain.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
-from feedback_service.domain.records import FeedbackDraft, FeedbackRow, RunRecord, RunStats, ThreadRecord
-from feedback_service.store.models import Feedback, Run, Thread, database
+from feedback_service.domain.records import (
+    FeedbackDraft,
+    FeedbackRow,
+    MessageStats,
+    RunRecord,
+    RunStats,
+    TagCount,
+    ThreadRecord,
+)
+from feedback_service.store.models import Feedback, FeedbackTag, Run, Thread, database
 from feedback_service.store.prepared import Prepared
 
 
@@ -32,8 +41,18 @@ FEEDBACK_COLUMNS = (
     Feedback.comment,
     Feedback.created_at,
     Feedback.updated_at,
+    Feedback.tags,
 )
 assert tuple(c.column_name for c in FEEDBACK_COLUMNS) == FeedbackRow._fields
+
+# The `tags` column holds a feedback's tags joined by this (tag names cannot hold it).
+TAG_SEPARATOR = ","
+
+
+def _feedback_row(values: Sequence) -> FeedbackRow:
+    """A FeedbackRow from FEEDBACK_COLUMNS' values as stored."""
+    *fields, tags = values
+    return FeedbackRow(*fields, tuple(tags.split(TAG_SEPARATOR)) if tags else ())
 
 
 # --- threads and runs ---------------------------------------------------------
@@ -141,6 +160,7 @@ def _new_row(draft: FeedbackDraft) -> FeedbackRow:
         comment=draft.comment,
         created_at=now,
         updated_at=now,
+        tags=draft.tags,
     )
 
 
@@ -205,7 +225,7 @@ def _upsert_if_run_in_thread(thread_id, run_id, user_id, values):
     return database.upsert(
         _insert_if_run_in_thread(thread_id, run_id, user_id, values),
         key=FEEDBACK_KEY,
-        preserve=(Feedback.rating, Feedback.comment, Feedback.updated_at),
+        preserve=(Feedback.rating, Feedback.comment, Feedback.updated_at, Feedback.tags),
         returning=FEEDBACK_COLUMNS,
     )
 
@@ -223,7 +243,46 @@ _BY_KEY = Prepared(
 
 
 def _inserted_values(row: FeedbackRow) -> list[object]:
-    return [getattr(row, field) for field in INSERTED_FIELDS]
+    values = [getattr(row, field) for field in INSERTED_FIELDS]
+    values[-1] = TAG_SEPARATOR.join(row.tags)
+    return values
+
+
+# --- a feedback's rows in feedback_tag --------------------------------------------
+#
+# Written in the transaction that writes the feedback, so that the filter and
+# the counts, which read them, never see a feedback without its tags or with
+# another write's.
+
+TAG_COLUMNS = (
+    FeedbackTag.feedback_row,
+    FeedbackTag.tag,
+    FeedbackTag.thread_id,
+    FeedbackTag.run_id,
+    FeedbackTag.message_id,
+)
+_INSERT_TAGS = Prepared(
+    lambda feedback_id, thread_id, run_id, message_id, tags: FeedbackTag.insert_many(
+        [
+            (
+                Feedback.select(Feedback.id).where(Feedback.feedback_id == feedback_id),
+                tag,
+                thread_id,
+                run_id,
+                message_id,
+            )
+            for tag in tags
+        ],
+        fields=TAG_COLUMNS,
+    )
+)
+_DELETE_TAGS = Prepared(lambda row_id: FeedbackTag.delete().where(FeedbackTag.feedback_row == row_id))
+
+
+def _insert_tags(row: FeedbackRow) -> None:
+    if row.tags:
+        statement = _INSERT_TAGS(row.feedback_id, row.thread_id, row.run_id, row.message_id, list(row.tags))
+        database.execute_sql(*statement)
 
 
 def _refuse_thread(thread_id: str, user_id: str | None) -> None:
@@ -243,9 +302,15 @@ def create_feedback(draft: FeedbackDraft, checked: bool) -> FeedbackRow:
     ALREADY_EXISTS. `checked`: apply the thread rule for the draft's user."""
     row = _new_row(draft)
     user_id = draft.user_id if checked else None
+    statement = _INSERT_IF_RUN(draft.thread_id, draft.run_id, user_id, _inserted_values(row))
     try:
-        statement = _INSERT_IF_RUN(draft.thread_id, draft.run_id, user_id, _inserted_values(row))
-        inserted = database.execute_sql(*statement).rowcount
+        if row.tags:
+            with database.atomic():
+                inserted = database.execute_sql(*statement).rowcount
+                if inserted == 1:
+                    _insert_tags(row)
+        else:  # one statement, no transaction
+            inserted = database.execute_sql(*statement).rowcount
     except IntegrityError as exc:
         # The unique key collided (the thread rule passed, as the row was
         # selected), or the run vanished under a concurrent delete.
@@ -261,19 +326,29 @@ def create_feedback(draft: FeedbackDraft, checked: bool) -> FeedbackRow:
 
 
 def upsert_feedback(draft: FeedbackDraft, checked: bool) -> FeedbackRow:
-    """Creates or updates the feedback for the draft's key in one statement
-    (two in one transaction where the dialect cannot return the row)."""
+    """Creates or updates the feedback for the draft's key, and replaces its
+    tags, in one transaction: the upsert statement (with a read back where the
+    dialect cannot return the row), then, when it replaced an existing
+    feedback, the deletion of its old tags, and the insertion of the new ones.
+    The upsert holds the feedback's row lock until the end, so concurrent
+    upserts of one key replace the tags one after the other."""
     user_id = draft.user_id if checked else None
-    statement = _UPSERT_IF_RUN(draft.thread_id, draft.run_id, user_id, _inserted_values(_new_row(draft)))
+    new = _new_row(draft)
+    statement = _UPSERT_IF_RUN(draft.thread_id, draft.run_id, user_id, _inserted_values(new))
     key = (draft.thread_id, draft.run_id, draft.user_id, draft.message_id)
     try:
-        stored = database.run_upsert(statement, lambda: database.execute_sql(*_BY_KEY(*key)).fetchone())
+        with database.atomic():
+            stored = database.run_upsert(statement, lambda: database.execute_sql(*_BY_KEY(*key)).fetchone())
+            if stored is None:  # nothing inserted or updated: the run is not in the thread, or not theirs
+                raise _not_found(draft, user_id)
+            row = _feedback_row(stored)
+            if row.feedback_id != new.feedback_id:  # an existing feedback, whose old tags go
+                database.execute_sql(*_DELETE_TAGS(row.id))
+            _insert_tags(row)
     except IntegrityError as exc:
         # Only the foreign key can fail here: the run vanished under a concurrent delete.
         raise _not_found(draft, user_id) from exc
-    if stored is None:  # nothing inserted or updated: the run is not in the thread, or not theirs
-        raise _not_found(draft, user_id)
-    return FeedbackRow._make(stored)
+    return row
 
 
 def _in_their_thread(thread_id: str, user_id: str | None):
@@ -352,41 +427,107 @@ def feedback_page(
     every user's feedback."""
     if not with_owner:
         rows = database.execute_sql(*_PAGE(thread_id, run_id, user_id, after_id, limit)).fetchall()
-        return None, [FeedbackRow._make(row) for row in rows]
+        return None, [_feedback_row(row) for row in rows]
     rows = database.execute_sql(*_PAGE_WITH_OWNER(thread_id, run_id, user_id, after_id, limit)).fetchall()
     owner, data = _split_owner(rows)
-    return owner, [FeedbackRow._make(row) for row in data]
+    return owner, [_feedback_row(row) for row in data]
 
 
-def _stats_query(thread_id, run_ids):
-    positive = fn.SUM(Case(None, [(Feedback.rating == 1, 1)], 0)).alias("positive")
-    negative = fn.SUM(Case(None, [(Feedback.rating == -1, 1)], 0)).alias("negative")
-    return (
-        Feedback.select(
-            Feedback.run.alias("run_id"), fn.COUNT(Feedback.id).alias("total"), positive, negative
-        )
-        .where((Feedback.thread_id == thread_id) & (Feedback.run.in_(run_ids)))
-        .group_by(Feedback.run)
+# A vote is a user's run-level feedback (message_id ''): one per user and run.
+VOTE = ""
+# The first column of a counting query's rows, saying what the row counts.
+COUNTS, TAGS = "c", "t"
+
+
+def _positive():
+    return fn.SUM(Case(None, [(Feedback.rating == 1, 1)], 0)).alias("positive")
+
+
+def _negative():
+    return fn.SUM(Case(None, [(Feedback.rating == -1, 1)], 0)).alias("negative")
+
+
+def _stats_query(thread_id, run_ids, by_message: bool):
+    """Rows (kind, run_id, key, total, positive, negative), one statement:
+    COUNTS rows count the votes of each run (key '') and, `by_message`, the
+    feedback on each message (key: the message id), from the index (thread_id,
+    run_id, message_id, rating); TAGS rows count the votes carrying each tag
+    (key: the tag) from feedback_tag's (thread_id, message_id, run_id, tag)."""
+    in_runs = (Feedback.thread_id == thread_id) & Feedback.run.in_(run_ids)
+    key = Feedback.message_id if by_message else Value(VOTE)
+    counts = Feedback.select(
+        Value(COUNTS).alias("kind"),
+        Feedback.run.alias("run_id"),
+        key.alias("key"),
+        fn.COUNT(Feedback.id).alias("total"),
+        _positive(),
+        _negative(),
     )
+    if by_message:
+        counts = counts.where(in_runs).group_by(Feedback.run, Feedback.message_id)
+    else:
+        counts = counts.where(in_runs & (Feedback.message_id == VOTE)).group_by(Feedback.run)
+    tags = (
+        FeedbackTag.select(
+            Value(TAGS), FeedbackTag.run_id, FeedbackTag.tag, fn.COUNT(SQL("*")), Value(0), Value(0)
+        )
+        .where(
+            (FeedbackTag.thread_id == thread_id)
+            & (FeedbackTag.message_id == VOTE)
+            & FeedbackTag.run_id.in_(run_ids)
+        )
+        .group_by(FeedbackTag.run_id, FeedbackTag.tag)
+    )
+    return counts + tags  # UNION ALL
 
 
-_STATS_FIELDS = ["run_id", "total", "positive", "negative"]
-_STATS = Prepared(_stats_query)
-_STATS_WITH_OWNER = Prepared(
-    lambda thread_id, run_ids: _with_owner(thread_id, _stats_query(thread_id, run_ids), _STATS_FIELDS)
-)
+_STATS_FIELDS = ["kind", "run_id", "key", "total", "positive", "negative"]
+# Keyed by `by_message`: Prepared caches by the arguments' shape, not their value.
+_STATS = {
+    by_message: Prepared(functools.partial(_stats_query, by_message=by_message))
+    for by_message in (False, True)
+}
+_STATS_WITH_OWNER = {
+    by_message: Prepared(
+        lambda thread_id, run_ids, by_message=by_message: _with_owner(
+            thread_id, _stats_query(thread_id, run_ids, by_message), _STATS_FIELDS
+        )
+    )
+    for by_message in (False, True)
+}
 
 
 def stats_for_runs(
-    thread_id: str, run_ids: Sequence[str], with_owner: bool
+    thread_id: str, run_ids: Sequence[str], by_message: bool, with_owner: bool
 ) -> tuple[str | None, dict[str, RunStats]]:
-    """Counts every user's feedback per run, in one grouped query, and the
-    thread's owner when `with_owner` (else None)."""
+    """The votes on each run, their tags, and, `by_message`, the message-level
+    feedback per message, in one statement; and the thread's owner when
+    `with_owner` (else None)."""
     unique_ids = list(dict.fromkeys(run_ids))
     owner = None
     if with_owner:
-        owner, rows = _split_owner(database.execute_sql(*_STATS_WITH_OWNER(thread_id, unique_ids)).fetchall())
+        statement = _STATS_WITH_OWNER[by_message](thread_id, unique_ids)
+        owner, rows = _split_owner(database.execute_sql(*statement).fetchall())
     else:
-        rows = database.execute_sql(*_STATS(thread_id, unique_ids)).fetchall()
-    counted = {run: RunStats(run, int(t), int(p or 0), int(n or 0)) for run, t, p, n in rows}
-    return owner, {run: counted.get(run, RunStats(run, 0, 0, 0)) for run in unique_ids}
+        rows = database.execute_sql(*_STATS[by_message](thread_id, unique_ids)).fetchall()
+    votes: dict[str, tuple[int, int, int]] = {}
+    messages: dict[str, list[MessageStats]] = {}
+    tags: dict[str, list[TagCount]] = {}
+    for kind, run, key, total, positive, negative in rows:
+        if kind == TAGS:
+            tags.setdefault(run, []).append(TagCount(key, int(total)))
+        elif key == VOTE:
+            votes[run] = (int(total), int(positive or 0), int(negative or 0))
+        else:
+            messages.setdefault(run, []).append(
+                MessageStats(key, int(total), int(positive or 0), int(negative or 0))
+            )
+    return owner, {
+        run: RunStats(
+            run,
+            *votes.get(run, (0, 0, 0)),
+            tags=tuple(sorted(tags.get(run, ()))),
+            messages=tuple(sorted(messages.get(run, ()))),
+        )
+        for run in unique_ids
+    }

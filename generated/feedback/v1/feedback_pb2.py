@@ -27,7 +27,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x65\x64\x62\x61\x63k/v1/feedback.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x18\x66\x65\x65\x64\x62\x61\x63k/v1/access.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x01\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x13\n\x0b\x66\x65\x65\x64\x62\x61\x63k_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\x12\x0e\n\x06rating\x18\x06 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"o\n\x15\x43reateFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06rating\x18\x03 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\"o\n\x15UpsertFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06rating\x18\x03 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\"_\n\x13ListFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"X\n\x14ListFeedbackResponse\x12\'\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x03(\x0b\x32\x15.feedback.v1.Feedback\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x17GetFeedbackStatsRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\"R\n\rFeedbackStats\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x10\n\x08positive\x18\x03 \x01(\x05\x12\x10\n\x08negative\x18\x04 \x01(\x05\"O\n\x15\x44\x65leteFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66\x65\x65\x64\x62\x61\x63k_id\x18\x03 \x01(\t\"=\n\x18\x44\x65leteRunFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\")\n\x16\x44\x65leteFeedbackResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\"U\n\x19ListThreadFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"^\n\x1aListThreadFeedbackResponse\x12\'\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x03(\x0b\x32\x15.feedback.v1.Feedback\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x1c\x42\x61tchGetFeedbackStatsRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0f\n\x07run_ids\x18\x02 \x03(\t\"J\n\x1d\x42\x61tchGetFeedbackStatsResponse\x12)\n\x05stats\x18\x01 \x03(\x0b\x32\x1a.feedback.v1.FeedbackStats2\xa3\n\n\x0f\x46\x65\x65\x64\x62\x61\x63kService\x12\x91\x01\n\x0e\x43reateFeedback\x12\".feedback.v1.CreateFeedbackRequest\x1a\x15.feedback.v1.Feedback\"D\x8a\xb5\x18\x06\x08\x02\x10\x03\x18\x02\x82\xd3\xe4\x93\x02\x34\"//api/threads/{thread_id}/runs/{run_id}/feedback:\x01*\x12\x91\x01\n\x0eUpsertFeedback\x12\".feedback.v1.UpsertFeedbackRequest\x1a\x15.feedback.v1.Feedback\"D\x8a\xb5\x18\x06\x08\x02\x10\x03\x18\x02\x82\xd3\xe4\x93\x02\x34\x1a//api/threads/{thread_id}/runs/{run_id}/feedback:\x01*\x12\xa0\x01\n\x0cListFeedback\x12 .feedback.v1.ListFeedbackRequest\x1a!.feedback.v1.ListFeedbackResponse\"K\x8a\xb5\x18\x06\x08\x01\x10\x02\x18\x01\x82\xd3\xe4\x93\x02;\x12//api/threads/{thread_id}/runs/{run_id}/feedbackb\x08\x66\x65\x65\x64\x62\x61\x63k\x12\x9d\x01\n\x10GetFeedbackStats\x12$.feedback.v1.GetFeedbackStatsRequest\x1a\x1a.feedback.v1.FeedbackStats\"G\x8a\xb5\x18\x06\x08\x01\x10\x02\x18\x01\x82\xd3\xe4\x93\x02\x37\x12\x35/api/threads/{thread_id}/runs/{run_id}/feedback/stats\x12\xaa\x01\n\x0e\x44\x65leteFeedback\x12\".feedback.v1.DeleteFeedbackRequest\x1a#.feedback.v1.DeleteFeedbackResponse\"O\x8a\xb5\x18\x06\x08\x03\x10\x03\x18\x02\x82\xd3\xe4\x93\x02?*=/api/threads/{thread_id}/runs/{run_id}/feedback/{feedback_id}\x12\xa2\x01\n\x11\x44\x65leteRunFeedback\x12%.feedback.v1.DeleteRunFeedbackRequest\x1a#.feedback.v1.DeleteFeedbackResponse\"A\x8a\xb5\x18\x06\x08\x03\x10\x03\x18\x02\x82\xd3\xe4\x93\x02\x31*//api/threads/{thread_id}/runs/{run_id}/feedback\x12\x9a\x01\n\x12ListThreadFeedback\x12&.feedback.v1.ListThreadFeedbackRequest\x1a\'.feedback.v1.ListThreadFeedbackResponse\"3\x8a\xb5\x18\x06\x08\x01\x10\x02\x18\x01\x82\xd3\xe4\x93\x02#\x12!/api/threads/{thread_id}/feedback\x12\xb5\x01\n\x15\x42\x61tchGetFeedbackStats\x12).feedback.v1.BatchGetFeedbackStatsRequest\x1a*.feedback.v1.BatchGetFeedbackStatsResponse\"E\x8a\xb5\x18\x06\x08\x01\x10\x02\x18\x01\x82\xd3\xe4\x93\x02\x35\"0/api/threads/{thread_id}/feedback/stats:batchGet:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x65\x64\x62\x61\x63k/v1/feedback.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x18\x66\x65\x65\x64\x62\x61\x63k/v1/access.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x01\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x13\n\x0b\x66\x65\x65\x64\x62\x61\x63k_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\x12\x0e\n\x06rating\x18\x06 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tags\x18\n \x03(\t\"}\n\x15\x43reateFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06rating\x18\x03 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\x12\x0c\n\x04tags\x18\x06 \x03(\t\"}\n\x15UpsertFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06rating\x18\x03 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\x12\x0c\n\x04tags\x18\x06 \x03(\t\"_\n\x13ListFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"X\n\x14ListFeedbackResponse\x12\'\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x03(\x0b\x32\x15.feedback.v1.Feedback\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"V\n\x17GetFeedbackStatsRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x18\n\x10include_messages\x18\n \x01(\x08\"\xa4\x01\n\rFeedbackStats\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x10\n\x08positive\x18\x03 \x01(\x05\x12\x10\n\x08negative\x18\x04 \x01(\x05\x12#\n\x04tags\x18\n \x03(\x0b\x32\x15.feedback.v1.TagCount\x12+\n\x08messages\x18\x0b \x03(\x0b\x32\x19.feedback.v1.MessageStats\"&\n\x08TagCount\x12\x0b\n\x03tag\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"U\n\x0cMessageStats\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x10\n\x08positive\x18\x03 \x01(\x05\x12\x10\n\x08negative\x18\x04 \x01(\x05\"O\n\x15\x44\x65leteFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66\x65\x65\x64\x62\x61\x63k_id\x18\x03 \x01(\t\"=\n\x18\x44\x65leteRunFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\")\n\x16\x44\x65leteFeedbackResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\"U\n\x19ListThreadFeedbackRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"^\n\x1aListThreadFeedbackResponse\x12\'\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x03(\x0b\x32\x15.feedback.v1.Feedback\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\\\n\x1c\x42\x61tchGetFeedbackStatsRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0f\n\x07run_ids\x18\x02 \x03(\t\x12\x18\n\x10include_messages\x18\n \x01(\x08\"J\n\x1d\x42\x61tchGetFeedbackStatsResponse\x12)\n\x05stats\x18\x01 \x03(\x0b\x32\x1a.feedback.v1.FeedbackStats2\xa3\n\n\x0f\x46\x65\x65\x64\x62\x61\x63kService\x12\x91\x01\n\x0e\x43reateFeedback\x12\".feedback.v1.CreateFeedbackRequest\x1a\x15.feedback.v1.Feedback\"D\x8a\xb5\x18\x06\x08\x02\x10\x03\x18\x02\x82\xd3\xe4\x93\x02\x34\"//api/threads/{thread_id}/runs/{run_id}/feedback:\x01*\x12\x91\x01\n\x0eUpsertFeedback\x12\".feedback.v1.UpsertFeedbackRequest\x1a\x15.feedback.v1.Feedback\"D\x8a\xb5\x18\x06\x08\x02\x10\x03\x18\x02\x82\xd3\xe4\x93\x02\x34\x1a//api/threads/{thread_id}/runs/{run_id}/feedback:\x01*\x12\xa0\x01\n\x0cListFeedback\x12 .feedback.v1.ListFeedbackRequest\x1a!.feedback.v1.ListFeedbackResponse\"K\x8a\xb5\x18\x06\x08\x01\x10\x02\x18\x01\x82\xd3\xe4\x93\x02;\x12//api/threads/{thread_id}/runs/{run_id}/feedbackb\x08\x66\x65\x65\x64\x62\x61\x63k\x12\x9d\x01\n\x10GetFeedbackStats\x12$.feedback.v1.GetFeedbackStatsRequest\x1a\x1a.feedback.v1.FeedbackStats\"G\x8a\xb5\x18\x06\x08\x01\x10\x02\x18\x01\x82\xd3\xe4\x93\x02\x37\x12\x35/api/threads/{thread_id}/runs/{run_id}/feedback/stats\x12\xaa\x01\n\x0e\x44\x65leteFeedback\x12\".feedback.v1.DeleteFeedbackRequest\x1a#.feedback.v1.DeleteFeedbackResponse\"O\x8a\xb5\x18\x06\x08\x03\x10\x03\x18\x02\x82\xd3\xe4\x93\x02?*=/api/threads/{thread_id}/runs/{run_id}/feedback/{feedback_id}\x12\xa2\x01\n\x11\x44\x65leteRunFeedback\x12%.feedback.v1.DeleteRunFeedbackRequest\x1a#.feedback.v1.DeleteFeedbackResponse\"A\x8a\xb5\x18\x06\x08\x03\x10\x03\x18\x02\x82\xd3\xe4\x93\x02\x31*//api/threads/{thread_id}/runs/{run_id}/feedback\x12\x9a\x01\n\x12ListThreadFeedback\x12&.feedback.v1.ListThreadFeedbackRequest\x1a\'.feedback.v1.ListThreadFeedbackResponse\"3\x8a\xb5\x18\x06\x08\x01\x10\x02\x18\x01\x82\xd3\xe4\x93\x02#\x12!/api/threads/{thread_id}/feedback\x12\xb5\x01\n\x15\x42\x61tchGetFeedbackStats\x12).feedback.v1.BatchGetFeedbackStatsRequest\x1a*.feedback.v1.BatchGetFeedbackStatsResponse\"E\x8a\xb5\x18\x06\x08\x01\x10\x02\x18\x01\x82\xd3\xe4\x93\x02\x35\"0/api/threads/{thread_id}/feedback/stats:batchGet:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,33 +51,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEEDBACKSERVICE'].methods_by_name['BatchGetFeedbackStats']._loaded_options = None
   _globals['_FEEDBACKSERVICE'].methods_by_name['BatchGetFeedbackStats']._serialized_options = b'\212\265\030\006\010\001\020\002\030\001\202\323\344\223\0025\"0/api/threads/{thread_id}/feedback/stats:batchGet:\001*'
   _globals['_FEEDBACK']._serialized_start=133
-  _globals['_FEEDBACK']._serialized_end=365
-  _globals['_CREATEFEEDBACKREQUEST']._serialized_start=367
-  _globals['_CREATEFEEDBACKREQUEST']._serialized_end=478
-  _globals['_UPSERTFEEDBACKREQUEST']._serialized_start=480
-  _globals['_UPSERTFEEDBACKREQUEST']._serialized_end=591
-  _globals['_LISTFEEDBACKREQUEST']._serialized_start=593
-  _globals['_LISTFEEDBACKREQUEST']._serialized_end=688
-  _globals['_LISTFEEDBACKRESPONSE']._serialized_start=690
-  _globals['_LISTFEEDBACKRESPONSE']._serialized_end=778
-  _globals['_GETFEEDBACKSTATSREQUEST']._serialized_start=780
-  _globals['_GETFEEDBACKSTATSREQUEST']._serialized_end=840
-  _globals['_FEEDBACKSTATS']._serialized_start=842
-  _globals['_FEEDBACKSTATS']._serialized_end=924
-  _globals['_DELETEFEEDBACKREQUEST']._serialized_start=926
-  _globals['_DELETEFEEDBACKREQUEST']._serialized_end=1005
-  _globals['_DELETERUNFEEDBACKREQUEST']._serialized_start=1007
-  _globals['_DELETERUNFEEDBACKREQUEST']._serialized_end=1068
-  _globals['_DELETEFEEDBACKRESPONSE']._serialized_start=1070
-  _globals['_DELETEFEEDBACKRESPONSE']._serialized_end=1111
-  _globals['_LISTTHREADFEEDBACKREQUEST']._serialized_start=1113
-  _globals['_LISTTHREADFEEDBACKREQUEST']._serialized_end=1198
-  _globals['_LISTTHREADFEEDBACKRESPONSE']._serialized_start=1200
-  _globals['_LISTTHREADFEEDBACKRESPONSE']._serialized_end=1294
-  _globals['_BATCHGETFEEDBACKSTATSREQUEST']._serialized_start=1296
-  _globals['_BATCHGETFEEDBACKSTATSREQUEST']._serialized_end=1362
-  _globals['_BATCHGETFEEDBACKSTATSRESPONSE']._serialized_start=1364
-  _globals['_BATCHGETFEEDBACKSTATSRESPONSE']._serialized_end=1438
-  _globals['_FEEDBACKSERVICE']._serialized_start=1441
-  _globals['_FEEDBACKSERVICE']._serialized_end=2756
+  _globals['_FEEDBACK']._serialized_end=379
+  _globals['_CREATEFEEDBACKREQUEST']._serialized_start=381
+  _globals['_CREATEFEEDBACKREQUEST']._serialized_end=506
+  _globals['_UPSERTFEEDBACKREQUEST']._serialized_start=508
+  _globals['_UPSERTFEEDBACKREQUEST']._serialized_end=633
+  _globals['_LISTFEEDBACKREQUEST']._serialized_start=635
+  _globals['_LISTFEEDBACKREQUEST']._serialized_end=730
+  _globals['_LISTFEEDBACKRESPONSE']._serialized_start=732
+  _globals['_LISTFEEDBACKRESPONSE']._serialized_end=820
+  _globals['_GETFEEDBACKSTATSREQUEST']._serialized_start=822
+  _globals['_GETFEEDBACKSTATSREQUEST']._serialized_end=908
+  _globals['_FEEDBACKSTATS']._serialized_start=911
+  _globals['_FEEDBACKSTATS']._serialized_end=1075
+  _globals['_TAGCOUNT']._serialized_start=1077
+  _globals['_TAGCOUNT']._serialized_end=1115
+  _globals['_MESSAGESTATS']._serialized_start=1117
+  _globals['_MESSAGESTATS']._serialized_end=1202
+  _globals['_DELETEFEEDBACKREQUEST']._serialized_start=1204
+  _globals['_DELETEFEEDBACKREQUEST']._serialized_end=1283
+  _globals['_DELETERUNFEEDBACKREQUEST']._serialized_start=1285
+  _globals['_DELETERUNFEEDBACKREQUEST']._serialized_end=1346
+  _globals['_DELETEFEEDBACKRESPONSE']._serialized_start=1348
+  _globals['_DELETEFEEDBACKRESPONSE']._serialized_end=1389
+  _globals['_LISTTHREADFEEDBACKREQUEST']._serialized_start=1391
+  _globals['_LISTTHREADFEEDBACKREQUEST']._serialized_end=1476
+  _globals['_LISTTHREADFEEDBACKRESPONSE']._serialized_start=1478
+  _globals['_LISTTHREADFEEDBACKRESPONSE']._serialized_end=1572
+  _globals['_BATCHGETFEEDBACKSTATSREQUEST']._serialized_start=1574
+  _globals['_BATCHGETFEEDBACKSTATSREQUEST']._serialized_end=1666
+  _globals['_BATCHGETFEEDBACKSTATSRESPONSE']._serialized_start=1668
+  _globals['_BATCHGETFEEDBACKSTATSRESPONSE']._serialized_end=1742
+  _globals['_FEEDBACKSERVICE']._serialized_start=1745
+  _globals['_FEEDBACKSERVICE']._serialized_end=3060
 # @@protoc_insertion_point(module_scope)

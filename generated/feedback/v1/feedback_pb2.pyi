@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Feedback(_message.Message):
-    __slots__ = ("feedback_id", "thread_id", "run_id", "user_id", "message_id", "rating", "comment", "created_at", "updated_at")
+    __slots__ = ("feedback_id", "thread_id", "run_id", "user_id", "message_id", "rating", "comment", "created_at", "updated_at", "tags")
     FEEDBACK_ID_FIELD_NUMBER: _ClassVar[int]
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class Feedback(_message.Message):
     COMMENT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     feedback_id: str
     thread_id: str
     run_id: str
@@ -31,35 +32,40 @@ class Feedback(_message.Message):
     comment: str
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, feedback_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., run_id: _Optional[str] = ..., user_id: _Optional[str] = ..., message_id: _Optional[str] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, feedback_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., run_id: _Optional[str] = ..., user_id: _Optional[str] = ..., message_id: _Optional[str] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateFeedbackRequest(_message.Message):
-    __slots__ = ("thread_id", "run_id", "rating", "comment", "message_id")
+    __slots__ = ("thread_id", "run_id", "rating", "comment", "message_id", "tags")
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     RATING_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     thread_id: str
     run_id: str
     rating: int
     comment: str
     message_id: str
-    def __init__(self, thread_id: _Optional[str] = ..., run_id: _Optional[str] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ..., message_id: _Optional[str] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, thread_id: _Optional[str] = ..., run_id: _Optional[str] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ..., message_id: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpsertFeedbackRequest(_message.Message):
-    __slots__ = ("thread_id", "run_id", "rating", "comment", "message_id")
+    __slots__ = ("thread_id", "run_id", "rating", "comment", "message_id", "tags")
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     RATING_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     thread_id: str
     run_id: str
     rating: int
     comment: str
     message_id: str
-    def __init__(self, thread_id: _Optional[str] = ..., run_id: _Optional[str] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ..., message_id: _Optional[str] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, thread_id: _Optional[str] = ..., run_id: _Optional[str] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ..., message_id: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListFeedbackRequest(_message.Message):
     __slots__ = ("thread_id", "run_id", "page_size", "page_token")
@@ -82,24 +88,50 @@ class ListFeedbackResponse(_message.Message):
     def __init__(self, feedback: _Optional[_Iterable[_Union[Feedback, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetFeedbackStatsRequest(_message.Message):
-    __slots__ = ("thread_id", "run_id")
+    __slots__ = ("thread_id", "run_id", "include_messages")
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     thread_id: str
     run_id: str
-    def __init__(self, thread_id: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
+    include_messages: bool
+    def __init__(self, thread_id: _Optional[str] = ..., run_id: _Optional[str] = ..., include_messages: _Optional[bool] = ...) -> None: ...
 
 class FeedbackStats(_message.Message):
-    __slots__ = ("run_id", "total", "positive", "negative")
+    __slots__ = ("run_id", "total", "positive", "negative", "tags", "messages")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     POSITIVE_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     total: int
     positive: int
     negative: int
-    def __init__(self, run_id: _Optional[str] = ..., total: _Optional[int] = ..., positive: _Optional[int] = ..., negative: _Optional[int] = ...) -> None: ...
+    tags: _containers.RepeatedCompositeFieldContainer[TagCount]
+    messages: _containers.RepeatedCompositeFieldContainer[MessageStats]
+    def __init__(self, run_id: _Optional[str] = ..., total: _Optional[int] = ..., positive: _Optional[int] = ..., negative: _Optional[int] = ..., tags: _Optional[_Iterable[_Union[TagCount, _Mapping]]] = ..., messages: _Optional[_Iterable[_Union[MessageStats, _Mapping]]] = ...) -> None: ...
+
+class TagCount(_message.Message):
+    __slots__ = ("tag", "count")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    tag: str
+    count: int
+    def __init__(self, tag: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class MessageStats(_message.Message):
+    __slots__ = ("message_id", "total", "positive", "negative")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    total: int
+    positive: int
+    negative: int
+    def __init__(self, message_id: _Optional[str] = ..., total: _Optional[int] = ..., positive: _Optional[int] = ..., negative: _Optional[int] = ...) -> None: ...
 
 class DeleteFeedbackRequest(_message.Message):
     __slots__ = ("thread_id", "run_id", "feedback_id")
@@ -144,12 +176,14 @@ class ListThreadFeedbackResponse(_message.Message):
     def __init__(self, feedback: _Optional[_Iterable[_Union[Feedback, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class BatchGetFeedbackStatsRequest(_message.Message):
-    __slots__ = ("thread_id", "run_ids")
+    __slots__ = ("thread_id", "run_ids", "include_messages")
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     thread_id: str
     run_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, thread_id: _Optional[str] = ..., run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    include_messages: bool
+    def __init__(self, thread_id: _Optional[str] = ..., run_ids: _Optional[_Iterable[str]] = ..., include_messages: _Optional[bool] = ...) -> None: ...
 
 class BatchGetFeedbackStatsResponse(_message.Message):
     __slots__ = ("stats",)

@@ -37,6 +37,11 @@ class FeedbackServiceStub:
     Identifiers (thread_id, run_id, message_id, feedback_id, user ids) are 1 to
     128 characters from `A-Z a-z 0-9 . _ : @ | -`; anything else is
     INVALID_ARGUMENT naming the field (google.rpc.BadRequest details).
+
+    Counting: a user has one vote per run, their run-level feedback (empty
+    message_id). Every `total`, `positive`, `negative` and tag count counts
+    those votes only; message-level feedback is counted per message
+    (`FeedbackStats.messages`, with `include_messages`).
     """
 
     def __init__(self, channel):
@@ -99,13 +104,19 @@ class FeedbackServiceServicer:
     Identifiers (thread_id, run_id, message_id, feedback_id, user ids) are 1 to
     128 characters from `A-Z a-z 0-9 . _ : @ | -`; anything else is
     INVALID_ARGUMENT naming the field (google.rpc.BadRequest details).
+
+    Counting: a user has one vote per run, their run-level feedback (empty
+    message_id). Every `total`, `positive`, `negative` and tag count counts
+    those votes only; message-level feedback is counted per message
+    (`FeedbackStats.messages`, with `include_messages`).
     """
 
     def CreateFeedback(self, request, context):
         """Rates a run. Needs `threads:write` and a user; the thread must be
         registered and owned by the caller or shared, and the run must belong to
         it (else NOT_FOUND). One feedback per (thread, run, user, message_id):
-        a second one is ALREADY_EXISTS (use UpsertFeedback to change it).
+        a second one is ALREADY_EXISTS (use UpsertFeedback to change it). The
+        feedback and its tags are written in one transaction.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,8 +124,9 @@ class FeedbackServiceServicer:
 
     def UpsertFeedback(self, request, context):
         """Creates or replaces the caller's feedback on a run (or on one message of
-        it) in one atomic statement. Repeating it returns the same feedback_id,
-        keeps created_at and moves updated_at. Same access rules and errors as
+        it), with its tags, in one transaction: no reader ever sees the new rating
+        with the old tags. Repeating it returns the same feedback_id, keeps
+        created_at and moves updated_at. Same access rules and errors as
         CreateFeedback, without ALREADY_EXISTS.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -135,8 +147,10 @@ class FeedbackServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetFeedbackStats(self, request, context):
-        """Counts every user's feedback on a run. Needs `threads:read`; passes for an
-        owned, shared or unregistered thread. A run without feedback gives zeros.
+        """Counts the votes on a run: every user's run-level feedback (one per user),
+        and their tags; with `include_messages`, also the message-level feedback,
+        per message. Needs `threads:read`; passes for an owned, shared or
+        unregistered thread. A run without feedback gives zeros.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -174,9 +188,10 @@ class FeedbackServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BatchGetFeedbackStats(self, request, context):
-        """Counts every user's feedback on up to 100 runs of a thread, one result per
-        requested run in request order (repeats included). Needs `threads:read`;
-        passes for an owned, shared or unregistered thread.
+        """Counts the votes on up to 100 runs of a thread, as GetFeedbackStats does
+        for one, one result per requested run in request order (repeats
+        included). Needs `threads:read`; passes for an owned, shared or
+        unregistered thread.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -245,6 +260,11 @@ class FeedbackService:
     Identifiers (thread_id, run_id, message_id, feedback_id, user ids) are 1 to
     128 characters from `A-Z a-z 0-9 . _ : @ | -`; anything else is
     INVALID_ARGUMENT naming the field (google.rpc.BadRequest details).
+
+    Counting: a user has one vote per run, their run-level feedback (empty
+    message_id). Every `total`, `positive`, `negative` and tag count counts
+    those votes only; message-level feedback is counted per message
+    (`FeedbackStats.messages`, with `include_messages`).
     """
 
     @staticmethod
