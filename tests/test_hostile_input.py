@@ -19,6 +19,7 @@ import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
+from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
@@ -194,10 +195,19 @@ other_text = weighted((2, valid_id), (2, known_ids), *_hostile_text)
 
 
 plausible_text = weighted((3, known_ids), (1, st.just("")))
-# Tags mostly come from the vocabulary.
+# Tags (`tags`, `tag`) mostly come from the vocabulary.
 known_tags = st.sampled_from(DEFAULT_TAGS)
 tag_text = weighted((6, known_tags), (1, st.just("")), (1, valid_id), *_hostile_text)
-TAG_FIELDS = ("tags",)
+TAG_FIELDS = ("tags", "tag")
+# Timestamps a client might send: bucket boundaries around the seeded
+# feedback's time, and a few that are not.
+DAY_S = 86_400
+plausible_times = st.builds(
+    lambda day, hour, nanos: Timestamp(seconds=day * DAY_S + hour * 3600, nanos=nanos),
+    st.integers(20_400, 20_800),
+    st.sampled_from([0, 0, 0, 1, 23]),
+    st.sampled_from([0, 0, 0, 1, 999_999_999]),
+)
 
 
 def string_value(name: str) -> st.SearchStrategy[str]:
@@ -231,6 +241,8 @@ def plausible_value(fd: FieldDescriptor) -> st.SearchStrategy | None:
     """A value a well-behaved client might send, for fields of these types."""
     if fd.type == FieldDescriptor.TYPE_STRING:
         return known_tags if fd.name in TAG_FIELDS else plausible_text
+    if fd.message_type is Timestamp.DESCRIPTOR:
+        return plausible_times
     if fd.type in INT_TYPES:
         return st.sampled_from([1, -1, 0] if INT_TYPES[fd.type][1] else [1, 0])
     if fd.type == FieldDescriptor.TYPE_BOOL:
@@ -363,9 +375,14 @@ def b64(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
+# The filters of the list requests; page_scope() is the scope of a list without them.
+LIST_FILTERS = ("rating", "has_comment", "tag", "created_after", "created_before", "user_id")
+
+
 def page_scope(thread_id: str, run_id: str | None, viewer: str | None) -> str:
-    """The query scope a page token is bound to, as FeedbackRules._page builds
-    it (test_forged_page_tokens_use_the_service_scope checks that it agrees)."""
+    """The query scope a page token of an unfiltered list is bound to, as
+    FeedbackRules._page builds it (test_forged_page_tokens_use_the_service_scope
+    checks that it agrees)."""
     return "\n".join((thread_id, run_id or "", viewer or ""))
 
 
@@ -431,6 +448,10 @@ def hostile_request(data: st.DataObject, path: str, caller: Caller) -> tuple[Mes
         if name in fields and not fields[name].is_repeated:
             setattr(request, name, value)
     if "page_token" in fields:
+        if data.draw(st.booleans(), label="no filters"):
+            # Unfiltered, so that the well-formed tokens below continue it.
+            for name in LIST_FILTERS:
+                request.ClearField(name)
         request.page_token = page_token(data, request, caller)
     return request, caller
 

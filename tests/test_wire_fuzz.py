@@ -204,6 +204,8 @@ def valid_request(data: st.DataObject, path: str) -> Message:
         "page_size": data.draw(st.integers(0, 3), label="page_size"),
         "service": data.draw(st.sampled_from(["", "feedback.v1.FeedbackService"]), label="service"),
         "tags": data.draw(st.lists(st.sampled_from(DEFAULT_TAGS), max_size=3, unique=True), label="tags"),
+        "tag": data.draw(st.sampled_from(["", *DEFAULT_TAGS]), label="tag"),
+        "user_id": data.draw(st.sampled_from(["", *USERS]), label="user_id"),
     }
     message = GetMessageClass(descriptor)()
     for fd in descriptor.fields:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from prometheus_client import Counter
 
 from feedback_service.domain.access import Access
-from feedback_service.domain.errors import NotFound
+from feedback_service.domain.errors import NotFound, PermissionDenied
 from feedback_service.domain.pagination import decode_page_token, encode_page_token, within_budget
-from feedback_service.domain.records import FeedbackDraft, FeedbackRow, RunStats
+from feedback_service.domain.records import FeedbackDraft, FeedbackRow, ListFilter, RunStats
 from feedback_service.domain.validation import DEFAULT_TAGS, Checker
 from feedback_service.store import queries
 from feedback_service.store.database import Store
@@ -87,25 +87,70 @@ class FeedbackRules:
         run_id: str,
         page_size: int,
         page_token: str,
+        rating: int,
+        has_comment: bool | None,
+        tag: str,
+        created_after: tuple[int, int] | None,
+        created_before: tuple[int, int] | None,
+        user_id: str,
         deadline: float | None,
     ) -> Page:
-        """One page of feedback on a run, oldest first."""
+        """One page of the feedback on a run that the filters keep, oldest first.
+        `created_after` and `created_before` are Timestamps' (seconds, nanos)."""
         check = Checker()
         check.id("thread_id", thread_id)
         check.id("run_id", run_id)
         size = check.page_size(page_size)
+        kept = self._list_filter(check, rating, has_comment, tag, created_after, created_before, user_id)
         check.done()
-        return await self._page(access, thread_id, run_id, size, page_token, deadline)
+        return await self._page(access, thread_id, run_id, size, page_token, kept, deadline)
 
     async def list_thread(
-        self, access: Access, *, thread_id: str, page_size: int, page_token: str, deadline: float | None
+        self,
+        access: Access,
+        *,
+        thread_id: str,
+        page_size: int,
+        page_token: str,
+        rating: int,
+        has_comment: bool | None,
+        tag: str,
+        created_after: tuple[int, int] | None,
+        created_before: tuple[int, int] | None,
+        user_id: str,
+        deadline: float | None,
     ) -> Page:
-        """One page of feedback on every run of a thread, oldest first."""
+        """One page of the feedback on every run of a thread that the filters
+        keep, oldest first."""
         check = Checker()
         check.id("thread_id", thread_id)
         size = check.page_size(page_size)
+        kept = self._list_filter(check, rating, has_comment, tag, created_after, created_before, user_id)
         check.done()
-        return await self._page(access, thread_id, None, size, page_token, deadline)
+        return await self._page(access, thread_id, None, size, page_token, kept, deadline)
+
+    def _list_filter(
+        self,
+        check: Checker,
+        rating: int,
+        has_comment: bool | None,
+        tag: str,
+        created_after: tuple[int, int] | None,
+        created_before: tuple[int, int] | None,
+        user_id: str,
+    ) -> ListFilter:
+        after = check.timestamp("created_after", created_after)
+        before = check.timestamp("created_before", created_before)
+        if after is not None and before is not None and after >= before:
+            check.fail("created_before", "must be later than created_after")
+        return ListFilter(
+            rating=check.rating_filter(rating),
+            has_comment=has_comment,
+            tag=check.tag(tag, self._tags),
+            created_after=after,
+            created_before=before,
+            user_id=check.id("user_id", user_id, required=False),
+        )
 
     async def _page(
         self,
@@ -114,20 +159,31 @@ class FeedbackRules:
         run_id: str | None,
         size: int,
         token: str,
+        kept: ListFilter,
         deadline: float | None,
     ) -> Page:
-        # A user sees only their own feedback; a service acting as itself sees all.
+        # A user sees only their own feedback; a service acting as itself sees
+        # all, or one user's with the user_id filter.
         viewer = access.user_id
-        # Newlines cannot occur in ids, so distinct queries never share a scope.
+        if kept.user_id and viewer is not None:
+            if kept.user_id != viewer:
+                raise PermissionDenied("only a service acting as itself may list another user's feedback")
+            kept = kept._replace(user_id="")  # their own, as without the filter
+        # Newlines cannot occur in ids, so distinct queries never share a scope;
+        # a filtered query's scope adds its filter, an unfiltered one's is as it
+        # was before filters existed.
         scope = "\n".join((thread_id, run_id or "", viewer or ""))
+        if kept != ListFilter():
+            scope += f"\n{kept!r}"
         after_id = decode_page_token(scope, token)
         owner, rows = await self._store.read(
             queries.feedback_page,
             thread_id,
             run_id,
-            viewer,
+            viewer or kept.user_id or None,
             after_id,
             size + 1,
+            kept,
             access.checks_thread,
             deadline=deadline,
         )

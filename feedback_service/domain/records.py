@@ -41,6 +41,17 @@ class FeedbackRow(NamedTuple):
     tags: tuple[str, ...]  # in the order given
 
 
+class ListFilter(NamedTuple):
+    """What a list keeps, already validated; None (or '') keeps everything."""
+
+    rating: int | None = None
+    has_comment: bool | None = None
+    tag: str = ""
+    created_after: int | None = None  # microseconds, inclusive
+    created_before: int | None = None  # microseconds, exclusive
+    user_id: str = ""  # a service's filter on one user
+
+
 class TagCount(NamedTuple):
     tag: str
     count: int

@@ -19,6 +19,8 @@ TAG_PATTERN = re.compile(rf"[a-z0-9_]{{1,{TAG_MAX_LENGTH}}}")
 TAG_RULE = f"1 to {TAG_MAX_LENGTH} characters from a-z 0-9 _"
 # The vocabulary when FEEDBACK_TAGS is unset: the original router's reasons.
 DEFAULT_TAGS = ("incorrect", "not_as_expected", "slow", "style_tone", "safety_legal", "other")
+# google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
 
 
 def is_valid_id(value: str) -> bool:
@@ -46,6 +48,12 @@ class Checker:
             self.fail("rating", "must be 1 (thumbs up) or -1 (thumbs down)")
         return value
 
+    def rating_filter(self, value: int) -> int | None:
+        """None for 0 (both ratings)."""
+        if value not in (0, *RATINGS):
+            self.fail("rating", "must be 1 (thumbs up), -1 (thumbs down) or 0 (both)")
+        return value or None
+
     def tags(self, values: Sequence[str], vocabulary: Sequence[str]) -> tuple[str, ...]:
         if len(values) > TAGS_MAX:
             self.fail("tags", f"must hold at most {TAGS_MAX} tags")
@@ -57,6 +65,26 @@ class Checker:
                 self.fail(f"tags[{index}]", f"repeats tag {echoed(value)}")
             seen.add(value)
         return tuple(values)
+
+    def tag(self, value: str, vocabulary: Sequence[str]) -> str:
+        """One tag to filter by; '' for none."""
+        if value and value not in vocabulary:
+            self.fail("tag", _unknown_tag(value, vocabulary))
+        return value
+
+    def timestamp(self, field: str, value: tuple[int, int] | None, *, required: bool = False) -> int | None:
+        """A google.protobuf.Timestamp's (seconds, nanos) as microseconds,
+        rounded up (a bound given in nanoseconds keeps its meaning); None when
+        unset and not required."""
+        if value is None:
+            if required:
+                self.fail(field, "is required")
+            return None
+        seconds, nanos = value
+        if not (TIMESTAMP_SECONDS[0] <= seconds <= TIMESTAMP_SECONDS[1] and 0 <= nanos < 1_000_000_000):
+            self.fail(field, "must be a valid timestamp, from year 1 to year 9999")
+            return None
+        return seconds * 1_000_000 + -(-nanos // 1000)
 
     def comment(self, value: str) -> str:
         if len(value) > COMMENT_MAX_LENGTH:

@@ -3,6 +3,7 @@
 import time
 
 import grpc
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from feedback.v1 import feedback_pb2, thread_registry_pb2
@@ -22,6 +23,19 @@ def timestamp(micros: int) -> Timestamp:
 def _timestamp_fields(micros: int) -> dict[str, int]:
     seconds, remainder = divmod(micros, 1_000_000)
     return {"seconds": seconds, "nanos": remainder * 1000}
+
+
+def optional_time(message: Message, field: str) -> tuple[int, int] | None:
+    """A Timestamp field as (seconds, nanos), unchecked; None when unset."""
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    return value.seconds, value.nanos
+
+
+def optional_bool(message: Message, field: str) -> bool | None:
+    """An `optional bool` field; None when unset."""
+    return getattr(message, field) if message.HasField(field) else None
 
 
 def feedback_fields(row: FeedbackRow) -> dict:

@@ -8,7 +8,14 @@ from feedback.v1 import feedback_pb2 as pb
 from feedback.v1 import feedback_pb2_grpc
 from feedback_service.auth.access import current_access
 from feedback_service.domain.feedback import FeedbackRules
-from feedback_service.servicers.convert import deadline, feedback_message, feedback_page, stats_message
+from feedback_service.servicers.convert import (
+    deadline,
+    feedback_message,
+    feedback_page,
+    optional_bool,
+    optional_time,
+    stats_message,
+)
 
 Context = grpc.aio.ServicerContext
 
@@ -52,6 +59,12 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             run_id=request.run_id,
             page_size=request.page_size,
             page_token=request.page_token,
+            rating=request.rating,
+            has_comment=optional_bool(request, "has_comment"),
+            tag=request.tag,
+            created_after=optional_time(request, "created_after"),
+            created_before=optional_time(request, "created_before"),
+            user_id=request.user_id,
             deadline=deadline(context),
         )
         return feedback_page(pb.ListFeedbackResponse(next_page_token=page.next_page_token), page.feedback)
@@ -64,6 +77,12 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             thread_id=request.thread_id,
             page_size=request.page_size,
             page_token=request.page_token,
+            rating=request.rating,
+            has_comment=optional_bool(request, "has_comment"),
+            tag=request.tag,
+            created_after=optional_time(request, "created_after"),
+            created_before=optional_time(request, "created_before"),
+            user_id=request.user_id,
             deadline=deadline(context),
         )
         return feedback_page(

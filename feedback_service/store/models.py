@@ -114,8 +114,8 @@ class FeedbackTag(BaseModel):
         table_name = "feedback_tag"
         primary_key = CompositeKey("feedback_row", "tag")
         indexes = (
-            # A thread's feedback with a tag, oldest first (for a tag filter
-            # on lists).
+            # ListThreadFeedback of every user with a tag: that tag's rows,
+            # oldest first.
             (("thread_id", "tag", "feedback_row_id"), False),
             # Tag counts of the votes (message_id ''), per run and per thread.
             (("thread_id", "message_id", "run_id", "tag"), False),

@@ -15,6 +15,7 @@ from feedback_service.domain.errors import AlreadyExists, FailedPrecondition, No
 from feedback_service.domain.records import (
     FeedbackDraft,
     FeedbackRow,
+    ListFilter,
     MessageStats,
     RunRecord,
     RunStats,
@@ -403,12 +404,48 @@ def delete_run_feedback(thread_id: str, run_id: str, user_id: str, checked: bool
 # --- feedback reads -------------------------------------------------------------
 
 
-def _page_query(thread_id, run_id, user_id, after_id, limit):
-    where = (Feedback.thread_id == thread_id) & (Feedback.id > after_id)
+def _page_query(
+    thread_id, run_id, user_id, after_id, limit, rating, has_comment, tag, created_after, created_before
+):
+    """The page, through the index that bounds it to the run or thread (and
+    the user, when one): (thread_id, run_id, id), (thread_id, run_id, user_id,
+    message_id) or (thread_id, user_id, id), the filters checked on the rows
+    it yields. With a tag and neither run nor user, the rows come instead from
+    feedback_tag's (thread_id, tag, feedback_row_id): only that tag's, in
+    order. Arguments that are None filter nothing."""
+    where = Feedback.thread_id == thread_id
     if run_id is not None:
         where &= Feedback.run == run_id
     if user_id is not None:
         where &= Feedback.user_id == user_id
+    if rating is not None:
+        where &= Feedback.rating == rating
+    if has_comment is not None:  # 1: with a comment, 0: without
+        where &= Case(None, [(Feedback.comment == "", 0)], 1) == has_comment
+    if created_after is not None:
+        where &= Feedback.created_at >= created_after
+    if created_before is not None:
+        where &= Feedback.created_at < created_before
+    if tag is not None and run_id is None and user_id is None:
+        return (
+            FeedbackTag.select(*FEEDBACK_COLUMNS)
+            .join(Feedback, on=FeedbackTag.feedback_row == Feedback.id)
+            .where(
+                (FeedbackTag.thread_id == thread_id)
+                & (FeedbackTag.tag == tag)
+                & (FeedbackTag.feedback_row > after_id)
+                & where
+            )
+            .order_by(FeedbackTag.feedback_row)
+            .limit(limit)
+        )
+    if tag is not None:  # the primary key of feedback_tag answers for each row
+        where &= fn.EXISTS(
+            FeedbackTag.select(SQL("1")).where(
+                (FeedbackTag.feedback_row == Feedback.id) & (FeedbackTag.tag == tag)
+            )
+        )
+    where &= Feedback.id > after_id
     return Feedback.select(*FEEDBACK_COLUMNS).where(where).order_by(Feedback.id).limit(limit)
 
 
@@ -420,16 +457,33 @@ _PAGE_WITH_OWNER = Prepared(
 
 
 def feedback_page(
-    thread_id: str, run_id: str | None, user_id: str | None, after_id: int, limit: int, with_owner: bool
+    thread_id: str,
+    run_id: str | None,
+    user_id: str | None,
+    after_id: int,
+    limit: int,
+    kept: ListFilter,
+    with_owner: bool,
 ) -> tuple[str | None, list[FeedbackRow]]:
-    """Feedback on a thread (or one run of it), oldest first, after a row id,
-    and the thread's owner when `with_owner` (else None). user_id None means
-    every user's feedback."""
+    """Feedback on a thread (or one run of it) that the filter keeps, oldest
+    first, after a row id, and the thread's owner when `with_owner` (else
+    None). user_id None means every user's feedback."""
+    args = (
+        thread_id,
+        run_id,
+        user_id,
+        after_id,
+        limit,
+        kept.rating,
+        None if kept.has_comment is None else int(kept.has_comment),
+        kept.tag or None,
+        kept.created_after,
+        kept.created_before,
+    )
     if not with_owner:
-        rows = database.execute_sql(*_PAGE(thread_id, run_id, user_id, after_id, limit)).fetchall()
+        rows = database.execute_sql(*_PAGE(*args)).fetchall()
         return None, [_feedback_row(row) for row in rows]
-    rows = database.execute_sql(*_PAGE_WITH_OWNER(thread_id, run_id, user_id, after_id, limit)).fetchall()
-    owner, data = _split_owner(rows)
+    owner, data = _split_owner(database.execute_sql(*_PAGE_WITH_OWNER(*args)).fetchall())
     return owner, [_feedback_row(row) for row in data]
 
 

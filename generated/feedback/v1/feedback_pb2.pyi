@@ -68,16 +68,28 @@ class UpsertFeedbackRequest(_message.Message):
     def __init__(self, thread_id: _Optional[str] = ..., run_id: _Optional[str] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ..., message_id: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListFeedbackRequest(_message.Message):
-    __slots__ = ("thread_id", "run_id", "page_size", "page_token")
+    __slots__ = ("thread_id", "run_id", "page_size", "page_token", "rating", "has_comment", "tag", "created_after", "created_before", "user_id")
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RATING_FIELD_NUMBER: _ClassVar[int]
+    HAS_COMMENT_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     thread_id: str
     run_id: str
     page_size: int
     page_token: str
-    def __init__(self, thread_id: _Optional[str] = ..., run_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    rating: int
+    has_comment: bool
+    tag: str
+    created_after: _timestamp_pb2.Timestamp
+    created_before: _timestamp_pb2.Timestamp
+    user_id: str
+    def __init__(self, thread_id: _Optional[str] = ..., run_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., rating: _Optional[int] = ..., has_comment: _Optional[bool] = ..., tag: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class ListFeedbackResponse(_message.Message):
     __slots__ = ("feedback", "next_page_token")
@@ -158,14 +170,26 @@ class DeleteFeedbackResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ...) -> None: ...
 
 class ListThreadFeedbackRequest(_message.Message):
-    __slots__ = ("thread_id", "page_size", "page_token")
+    __slots__ = ("thread_id", "page_size", "page_token", "rating", "has_comment", "tag", "created_after", "created_before", "user_id")
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RATING_FIELD_NUMBER: _ClassVar[int]
+    HAS_COMMENT_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     thread_id: str
     page_size: int
     page_token: str
-    def __init__(self, thread_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    rating: int
+    has_comment: bool
+    tag: str
+    created_after: _timestamp_pb2.Timestamp
+    created_before: _timestamp_pb2.Timestamp
+    user_id: str
+    def __init__(self, thread_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., rating: _Optional[int] = ..., has_comment: _Optional[bool] = ..., tag: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class ListThreadFeedbackResponse(_message.Message):
     __slots__ = ("feedback", "next_page_token")

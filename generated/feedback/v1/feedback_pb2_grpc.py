@@ -135,12 +135,15 @@ class FeedbackServiceServicer:
 
     def ListFeedback(self, request, context):
         """Lists feedback on a run, oldest first. A user sees only their own
-        feedback; a service acting as itself sees everyone's. Needs
-        `threads:read`; passes for an owned, shared or unregistered thread. An
-        unknown run gives an empty list. A page ends before its feedback would
-        pass 1 MiB serialized (it holds at least one), so it fits a default
-        client's 4 MiB receive limit: it may hold fewer than `page_size` while
-        more follow; page until `next_page_token` is empty.
+        feedback; a service acting as itself sees everyone's, or one user's with
+        `user_id`. The filters (rating, has_comment, tag, created_after,
+        created_before, user_id) narrow the list; a page token only continues
+        the query, filters included, that returned it. Needs `threads:read`;
+        passes for an owned, shared or unregistered thread. An unknown run gives
+        an empty list. A page ends before its feedback would pass 1 MiB
+        serialized (it holds at least one), so it fits a default client's 4 MiB
+        receive limit: it may hold fewer than `page_size` while more follow; page
+        until `next_page_token` is empty.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -177,11 +180,13 @@ class FeedbackServiceServicer:
 
     def ListThreadFeedback(self, request, context):
         """Lists the caller's feedback on every run of a thread, oldest first (a
-        service acting as itself sees everyone's). Needs `threads:read`; passes for
-        an owned, shared or unregistered thread. A page ends before its feedback
-        would pass 1 MiB serialized (it holds at least one), so it fits a default
-        client's 4 MiB receive limit: it may hold fewer than `page_size` while
-        more follow; page until `next_page_token` is empty.
+        service acting as itself sees everyone's, or one user's with `user_id`).
+        Takes the same filters as ListFeedback, and its page tokens are bound to
+        them the same way. Needs `threads:read`; passes for an owned, shared or
+        unregistered thread. A page ends before its feedback would pass 1 MiB
+        serialized (it holds at least one), so it fits a default client's 4 MiB
+        receive limit: it may hold fewer than `page_size` while more follow; page
+        until `next_page_token` is empty.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
