@@ -40,7 +40,8 @@ NONE, READS, WRITES = (
 ANY, USER, SERVICE = access_pb2.CALLER_ANY, access_pb2.CALLER_USER, access_pb2.CALLER_SERVICE
 SCOPES = {READ: "threads:read", WRITE: "threads:write", DELETE: "threads:delete"}
 
-# The rules of the original REST routes; the proto must declare exactly these.
+# The rules of the original REST routes, and of the RPCs added since; the proto
+# must declare exactly these.
 EXPECTED_RULES = {
     "/feedback.v1.FeedbackService/CreateFeedback": AccessRule(WRITE, WRITES, USER),
     "/feedback.v1.FeedbackService/UpsertFeedback": AccessRule(WRITE, WRITES, USER),
@@ -50,6 +51,7 @@ EXPECTED_RULES = {
     "/feedback.v1.FeedbackService/DeleteRunFeedback": AccessRule(DELETE, WRITES, USER),
     "/feedback.v1.FeedbackService/ListThreadFeedback": AccessRule(READ, READS, ANY),
     "/feedback.v1.FeedbackService/BatchGetFeedbackStats": AccessRule(READ, READS, ANY),
+    "/feedback.v1.FeedbackService/BatchGetCallerFeedback": AccessRule(READ, READS, USER),
     "/feedback.v1.ThreadRegistry/RegisterThread": AccessRule(WRITE, NONE, SERVICE),
     "/feedback.v1.ThreadRegistry/RegisterRun": AccessRule(WRITE, NONE, SERVICE),
     "/feedback.v1.ThreadRegistry/DeleteThread": AccessRule(DELETE, NONE, SERVICE),
@@ -70,6 +72,9 @@ def request_for(method: str, thread_id: str, run_id: str):
         "DeleteRunFeedback": lambda: pb.DeleteRunFeedbackRequest(thread_id=thread_id, run_id=run_id),
         "ListThreadFeedback": lambda: pb.ListThreadFeedbackRequest(thread_id=thread_id),
         "BatchGetFeedbackStats": lambda: pb.BatchGetFeedbackStatsRequest(
+            thread_id=thread_id, run_ids=[run_id]
+        ),
+        "BatchGetCallerFeedback": lambda: pb.BatchGetCallerFeedbackRequest(
             thread_id=thread_id, run_ids=[run_id]
         ),
         "RegisterThread": lambda: registry_pb2.RegisterThreadRequest(thread_id=thread_id),

@@ -30,6 +30,7 @@ ORIGINAL_ROUTES = {
 NEW_ROUTES = {
     "ListThreadFeedback": ("GET", "/api/threads/{thread_id}/feedback"),
     "BatchGetFeedbackStats": ("POST", "/api/threads/{thread_id}/feedback/stats:batchGet"),
+    "BatchGetCallerFeedback": ("POST", "/api/threads/{thread_id}/feedback:batchGetCaller"),
 }
 
 FEEDBACK_SERVICE = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"]

@@ -11,9 +11,15 @@ from dataclasses import dataclass
 from prometheus_client import Counter
 
 from feedback_service.domain.access import Access
-from feedback_service.domain.errors import NotFound, PermissionDenied
+from feedback_service.domain.errors import FailedPrecondition, NotFound, PermissionDenied
 from feedback_service.domain.pagination import decode_page_token, encode_page_token, within_budget
-from feedback_service.domain.records import FeedbackDraft, FeedbackRow, ListFilter, RunStats
+from feedback_service.domain.records import (
+    CallerRunFeedback,
+    FeedbackDraft,
+    FeedbackRow,
+    ListFilter,
+    RunStats,
+)
 from feedback_service.domain.validation import DEFAULT_TAGS, Checker
 from feedback_service.store import queries
 from feedback_service.store.database import Store
@@ -22,6 +28,10 @@ FEEDBACK_WRITTEN = Counter(
     "feedback_written_total", "Feedback created or upserted, by RPC and rating", ["method", "rating"]
 )
 RATING_LABELS = {1: "positive", -1: "negative"}
+
+# BatchGetCallerFeedback answers at most this many feedback (and at most the
+# page byte budget): a thread view asks for a page of runs, not for everything.
+MAX_CALLER_FEEDBACK = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +257,45 @@ class FeedbackRules:
         )
         access.check_thread(thread_id, owner)
         return [counted[run_id] for run_id in run_ids]
+
+    async def caller_feedback(
+        self, access: Access, *, thread_id: str, run_ids: list[str], deadline: float | None
+    ) -> list[CallerRunFeedback]:
+        """The caller's run-level and message-level feedback on each of up to
+        100 runs, in request order; FAILED_PRECONDITION past
+        MAX_CALLER_FEEDBACK feedback or the page byte budget."""
+        check = Checker()
+        check.id("thread_id", thread_id)
+        check.run_ids(run_ids)
+        check.done()
+        user = access.acting_user()
+        owner, rows = await self._store.read(
+            queries.caller_feedback,
+            thread_id,
+            user,
+            run_ids,
+            MAX_CALLER_FEEDBACK + 1,
+            access.checks_thread,
+            deadline=deadline,
+        )
+        access.check_thread(thread_id, owner)
+        if len(rows) > MAX_CALLER_FEEDBACK or within_budget([row.comment for row in rows]) < len(rows):
+            raise FailedPrecondition(
+                f"your feedback on these runs passes {MAX_CALLER_FEEDBACK} feedback or 1 MiB: "
+                "ask for fewer runs, or page through a run's with ListFeedback"
+            )
+        # The unique key allows one run-level feedback per user and run.
+        run_level: dict[str, FeedbackRow] = {}
+        message_level: dict[str, list[FeedbackRow]] = {}
+        for row in rows:  # oldest first
+            if row.message_id:
+                message_level.setdefault(row.run_id, []).append(row)
+            else:
+                run_level[row.run_id] = row
+        return [
+            CallerRunFeedback(run_id, run_level.get(run_id), message_level.get(run_id, []))
+            for run_id in run_ids
+        ]
 
     async def delete(
         self, access: Access, *, thread_id: str, run_id: str, feedback_id: str, deadline: float | None

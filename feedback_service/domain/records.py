@@ -80,6 +80,15 @@ class RunStats:
 
 
 @dataclass(frozen=True, slots=True)
+class CallerRunFeedback:
+    """One user's feedback on one run: run-level (None if none), and per message."""
+
+    run_id: str
+    run_feedback: FeedbackRow | None
+    message_feedback: list[FeedbackRow]
+
+
+@dataclass(frozen=True, slots=True)
 class ThreadRecord:
     """A registered thread; owner_user_id is '' for a shared thread."""
 

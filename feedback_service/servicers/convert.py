@@ -7,7 +7,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from feedback.v1 import feedback_pb2, thread_registry_pb2
-from feedback_service.domain.records import FeedbackRow, RunRecord, RunStats, ThreadRecord
+from feedback_service.domain.records import CallerRunFeedback, FeedbackRow, RunRecord, RunStats, ThreadRecord
 
 
 def deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -81,6 +81,19 @@ def stats_fields(stats: RunStats) -> dict:
 
 def stats_message(stats: RunStats) -> feedback_pb2.FeedbackStats:
     return feedback_pb2.FeedbackStats(**stats_fields(stats))
+
+
+def caller_feedback_response(entries: list[CallerRunFeedback]) -> feedback_pb2.BatchGetCallerFeedbackResponse:
+    response = feedback_pb2.BatchGetCallerFeedbackResponse()
+    add = response.runs.add
+    for entry in entries:
+        run = add(run_id=entry.run_id)
+        if entry.run_feedback is not None:
+            run.run_feedback.MergeFrom(feedback_pb2.Feedback(**feedback_fields(entry.run_feedback)))
+        add_message = run.message_feedback.add
+        for row in entry.message_feedback:
+            add_message(**feedback_fields(row))
+    return response
 
 
 def thread_message(record: ThreadRecord) -> thread_registry_pb2.Thread:

@@ -9,6 +9,7 @@ from feedback.v1 import feedback_pb2_grpc
 from feedback_service.auth.access import current_access
 from feedback_service.domain.feedback import FeedbackRules
 from feedback_service.servicers.convert import (
+    caller_feedback_response,
     deadline,
     feedback_message,
     feedback_page,
@@ -135,3 +136,14 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             deadline=deadline(context),
         )
         return pb.DeleteFeedbackResponse(success=True)
+
+    async def BatchGetCallerFeedback(
+        self, request: pb.BatchGetCallerFeedbackRequest, context: Context
+    ) -> pb.BatchGetCallerFeedbackResponse:
+        entries = await self._rules.caller_feedback(
+            current_access.get(),
+            thread_id=request.thread_id,
+            run_ids=list(request.run_ids),
+            deadline=deadline(context),
+        )
+        return caller_feedback_response(entries)

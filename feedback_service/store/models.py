@@ -80,7 +80,7 @@ class Feedback(BaseModel):
     class Meta:
         indexes = (
             # One feedback per (thread, run, user, message); also serves a
-            # user's own list of a run.
+            # user's own list of a run, and BatchGetCallerFeedback.
             (("thread_id", "run_id", "user_id", "message_id"), True),
             # ListFeedback for a service (every user), oldest first.
             (("thread_id", "run_id", "id"), False),

@@ -487,6 +487,37 @@ def feedback_page(
     return owner, [_feedback_row(row) for row in data]
 
 
+def _caller_feedback_query(thread_id, user_id, run_ids, limit):
+    return (
+        Feedback.select(*FEEDBACK_COLUMNS)
+        .where((Feedback.thread_id == thread_id) & (Feedback.user_id == user_id) & Feedback.run.in_(run_ids))
+        .order_by(Feedback.id)
+        .limit(limit)
+    )
+
+
+_CALLER_FEEDBACK = Prepared(_caller_feedback_query)
+_CALLER_FEEDBACK_WITH_OWNER = Prepared(
+    lambda thread_id, *args: _with_owner(
+        thread_id, _caller_feedback_query(thread_id, *args), _FEEDBACK_FIELDS, "id"
+    )
+)
+
+
+def caller_feedback(
+    thread_id: str, user_id: str, run_ids: Sequence[str], limit: int, with_owner: bool
+) -> tuple[str | None, list[FeedbackRow]]:
+    """A user's feedback (run- and message-level) on some runs of a thread,
+    oldest first, at most `limit` rows, through the index (thread_id, user_id,
+    id) or the unique (thread_id, run_id, user_id, message_id); and the
+    thread's owner when `with_owner`."""
+    args = (thread_id, user_id, list(dict.fromkeys(run_ids)), limit)
+    if not with_owner:
+        return None, [_feedback_row(row) for row in database.execute_sql(*_CALLER_FEEDBACK(*args))]
+    owner, data = _split_owner(database.execute_sql(*_CALLER_FEEDBACK_WITH_OWNER(*args)).fetchall())
+    return owner, [_feedback_row(row) for row in data]
+
+
 # A vote is a user's run-level feedback (message_id ''): one per user and run.
 VOTE = ""
 # The first column of a counting query's rows, saying what the row counts.

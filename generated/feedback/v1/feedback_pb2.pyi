@@ -214,3 +214,27 @@ class BatchGetFeedbackStatsResponse(_message.Message):
     STATS_FIELD_NUMBER: _ClassVar[int]
     stats: _containers.RepeatedCompositeFieldContainer[FeedbackStats]
     def __init__(self, stats: _Optional[_Iterable[_Union[FeedbackStats, _Mapping]]] = ...) -> None: ...
+
+class BatchGetCallerFeedbackRequest(_message.Message):
+    __slots__ = ("thread_id", "run_ids")
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    thread_id: str
+    run_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, thread_id: _Optional[str] = ..., run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BatchGetCallerFeedbackResponse(_message.Message):
+    __slots__ = ("runs",)
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[CallerRunFeedback]
+    def __init__(self, runs: _Optional[_Iterable[_Union[CallerRunFeedback, _Mapping]]] = ...) -> None: ...
+
+class CallerRunFeedback(_message.Message):
+    __slots__ = ("run_id", "run_feedback", "message_feedback")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    run_feedback: Feedback
+    message_feedback: _containers.RepeatedCompositeFieldContainer[Feedback]
+    def __init__(self, run_id: _Optional[str] = ..., run_feedback: _Optional[_Union[Feedback, _Mapping]] = ..., message_feedback: _Optional[_Iterable[_Union[Feedback, _Mapping]]] = ...) -> None: ...

@@ -90,6 +90,11 @@ class FeedbackServiceStub:
                 request_serializer=feedback_dot_v1_dot_feedback__pb2.BatchGetFeedbackStatsRequest.SerializeToString,
                 response_deserializer=feedback_dot_v1_dot_feedback__pb2.BatchGetFeedbackStatsResponse.FromString,
                 _registered_method=True)
+        self.BatchGetCallerFeedback = channel.unary_unary(
+                '/feedback.v1.FeedbackService/BatchGetCallerFeedback',
+                request_serializer=feedback_dot_v1_dot_feedback__pb2.BatchGetCallerFeedbackRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__pb2.BatchGetCallerFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class FeedbackServiceServicer:
@@ -202,6 +207,20 @@ class FeedbackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchGetCallerFeedback(self, request, context):
+        """The caller's own feedback on up to 100 runs of a thread, one entry per
+        requested run in request order (repeats included): their run-level
+        feedback (unset when they gave none) and their message-level feedback on
+        that run. What a thread view needs to light the thumbs on a page of runs.
+        Needs `threads:read` and a user (a service acting as itself gets
+        FAILED_PRECONDITION); passes for an owned, shared or unregistered thread.
+        At most 1000 feedback and 1 MiB in all: more is FAILED_PRECONDITION (ask
+        for fewer runs, or page through them with ListFeedback).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeedbackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -244,6 +263,11 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
                     servicer.BatchGetFeedbackStats,
                     request_deserializer=feedback_dot_v1_dot_feedback__pb2.BatchGetFeedbackStatsRequest.FromString,
                     response_serializer=feedback_dot_v1_dot_feedback__pb2.BatchGetFeedbackStatsResponse.SerializeToString,
+            ),
+            'BatchGetCallerFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetCallerFeedback,
+                    request_deserializer=feedback_dot_v1_dot_feedback__pb2.BatchGetCallerFeedbackRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__pb2.BatchGetCallerFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -478,6 +502,33 @@ class FeedbackService:
             '/feedback.v1.FeedbackService/BatchGetFeedbackStats',
             feedback_dot_v1_dot_feedback__pb2.BatchGetFeedbackStatsRequest.SerializeToString,
             feedback_dot_v1_dot_feedback__pb2.BatchGetFeedbackStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetCallerFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/BatchGetCallerFeedback',
+            feedback_dot_v1_dot_feedback__pb2.BatchGetCallerFeedbackRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__pb2.BatchGetCallerFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,
