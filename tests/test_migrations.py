@@ -4,7 +4,7 @@ end at the schema models.py describes."""
 from feedback.v1 import feedback_pb2 as pb
 from feedback_service.store.database import open_database
 from feedback_service.store.migrations import SCHEMA_VERSION, current_version, migrate
-from feedback_service.store.models import MODELS, STATS_INDEX
+from feedback_service.store.models import MODELS, STATS_INDEX, THREAD_VOTES_INDEX, VOTES_BY_TIME_INDEX
 from tests.harness import as_service, as_service_for, reset_database, running_server, server_settings
 
 NOW = 1_700_000_000_000_000
@@ -48,8 +48,8 @@ def test_migrating_a_version_1_database_keeps_every_row(database_url, tmp_path):
     assert migrate(db) == SCHEMA_VERSION  # idempotent
     with db.connection_context():
         indexes = {index.name for index in db.get_indexes("feedback")}
-        assert STATS_INDEX in indexes
-        assert "feedback_stats_covering" not in indexes  # version 2's, replaced by version 3's
+        assert {STATS_INDEX, THREAD_VOTES_INDEX, VOTES_BY_TIME_INDEX} <= indexes
+        assert "feedback_stats_covering" not in indexes  # version 2's, replaced by version 4's
         assert [tags for (tags,) in db.execute_sql("SELECT tags FROM feedback")] == [""] * len(ids)
     db.close()
     # The service starts on the migrated database and serves the old rows.
@@ -67,6 +67,10 @@ def test_migrating_a_version_1_database_keeps_every_row(database_url, tmp_path):
         )
         assert (stats.total, stats.positive, stats.negative) == (3, 2, 1)
         assert [(m.message_id, m.total, m.positive) for m in stats.messages] == [("m1", 1, 1)]
+        thread = client.feedback.GetThreadFeedbackStats(
+            pb.GetThreadFeedbackStatsRequest(thread_id="t1"), metadata=as_service()
+        )
+        assert (thread.total, thread.runs_with_feedback, list(thread.tags)) == (3, 1, [])
         # Old feedback takes tags from its next upsert.
         upserted = client.feedback.UpsertFeedback(
             pb.UpsertFeedbackRequest(thread_id="t1", run_id="r1", rating=-1, tags=["slow"]),

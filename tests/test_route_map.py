@@ -31,6 +31,9 @@ NEW_ROUTES = {
     "ListThreadFeedback": ("GET", "/api/threads/{thread_id}/feedback"),
     "BatchGetFeedbackStats": ("POST", "/api/threads/{thread_id}/feedback/stats:batchGet"),
     "BatchGetCallerFeedback": ("POST", "/api/threads/{thread_id}/feedback:batchGetCaller"),
+    "GetThreadFeedbackStats": ("GET", "/api/threads/{thread_id}/feedback/stats"),
+    # thread_id may be empty (every thread), so it is a query parameter here.
+    "GetFeedbackTimeSeries": ("GET", "/api/feedback/timeSeries"),
 }
 
 FEEDBACK_SERVICE = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"]

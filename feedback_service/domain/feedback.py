@@ -14,11 +14,13 @@ from feedback_service.domain.access import Access
 from feedback_service.domain.errors import FailedPrecondition, NotFound, PermissionDenied
 from feedback_service.domain.pagination import decode_page_token, encode_page_token, within_budget
 from feedback_service.domain.records import (
+    BucketCount,
     CallerRunFeedback,
     FeedbackDraft,
     FeedbackRow,
     ListFilter,
     RunStats,
+    ThreadStats,
 )
 from feedback_service.domain.validation import DEFAULT_TAGS, Checker
 from feedback_service.store import queries
@@ -32,6 +34,12 @@ RATING_LABELS = {1: "positive", -1: "negative"}
 # BatchGetCallerFeedback answers at most this many feedback (and at most the
 # page byte budget): a thread view asks for a page of runs, not for everything.
 MAX_CALLER_FEEDBACK = 1000
+
+# Time series buckets: their width in microseconds, and how many one request
+# may span (31 days of hours, a leap year of days).
+HOUR_US = 3600 * 1_000_000
+BUCKET_WIDTHS = {"hour": HOUR_US, "day": 24 * HOUR_US}
+MAX_BUCKETS = {"hour": 744, "day": 366}
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +304,59 @@ class FeedbackRules:
             CallerRunFeedback(run_id, run_level.get(run_id), message_level.get(run_id, []))
             for run_id in run_ids
         ]
+
+    async def thread_stats(self, access: Access, *, thread_id: str, deadline: float | None) -> ThreadStats:
+        """The votes on every run of a thread, their tags, and the runs voted on."""
+        check = Checker()
+        check.id("thread_id", thread_id)
+        check.done()
+        owner, stats = await self._store.read(
+            queries.thread_stats, thread_id, access.checks_thread, deadline=deadline
+        )
+        access.check_thread(thread_id, owner)
+        return stats
+
+    async def time_series(
+        self,
+        access: Access,
+        *,
+        thread_id: str,
+        bucket: str,
+        start_time: tuple[int, int] | None,
+        end_time: tuple[int, int] | None,
+        deadline: float | None,
+    ) -> list[BucketCount]:
+        """The votes first given in each `bucket` ("hour" or "day") of
+        [start_time, end_time), empty buckets included; an empty thread_id
+        counts every thread (only for a service acting as itself)."""
+        check = Checker()
+        check.id("thread_id", thread_id, required=False)
+        width = BUCKET_WIDTHS.get(bucket)
+        if width is None:
+            check.fail("bucket", "must be TIME_BUCKET_HOUR or TIME_BUCKET_DAY")
+        start = check.timestamp("start_time", start_time, required=True)
+        end = check.timestamp("end_time", end_time, required=True)
+        if width is not None and start is not None and end is not None:
+            unit = "a whole hour (UTC)" if bucket == "hour" else "midnight UTC"
+            if start % width:
+                check.fail("start_time", f"must be {unit}")
+            if end % width:
+                check.fail("end_time", f"must be {unit}")
+            if end <= start:
+                check.fail("end_time", "must be later than start_time")
+            elif (end - start) // width > MAX_BUCKETS[bucket]:
+                check.fail("end_time", f"must be at most {MAX_BUCKETS[bucket]} {bucket}s after start_time")
+        check.done()  # so width, start and end are set from here on
+        if not thread_id and access.user_id is not None:
+            raise PermissionDenied("only a service acting as itself may count every thread; name a thread_id")
+        checked = access.checks_thread and bool(thread_id)
+        owner, counted = await self._store.read(
+            queries.time_series, thread_id or None, start, end, width, checked, deadline=deadline
+        )
+        if thread_id:
+            access.check_thread(thread_id, owner)
+        by_start = {count.start: count for count in counted}
+        return [by_start.get(at, BucketCount(at, 0, 0)) for at in range(start, end, width)]
 
     async def delete(
         self, access: Access, *, thread_id: str, run_id: str, feedback_id: str, deadline: float | None

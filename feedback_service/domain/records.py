@@ -80,12 +80,32 @@ class RunStats:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadStats:
+    """The votes on every run of a thread, their tags, and the runs voted on."""
+
+    thread_id: str
+    total: int
+    positive: int
+    negative: int
+    tags: tuple[TagCount, ...]
+    runs_with_feedback: int
+
+
+@dataclass(frozen=True, slots=True)
 class CallerRunFeedback:
     """One user's feedback on one run: run-level (None if none), and per message."""
 
     run_id: str
     run_feedback: FeedbackRow | None
     message_feedback: list[FeedbackRow]
+
+
+class BucketCount(NamedTuple):
+    """The votes first given in one time bucket."""
+
+    start: int  # microseconds, UTC
+    positive: int
+    negative: int
 
 
 @dataclass(frozen=True, slots=True)

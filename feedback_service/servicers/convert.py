@@ -7,7 +7,18 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from feedback.v1 import feedback_pb2, thread_registry_pb2
-from feedback_service.domain.records import CallerRunFeedback, FeedbackRow, RunRecord, RunStats, ThreadRecord
+from feedback_service.domain.records import (
+    BucketCount,
+    CallerRunFeedback,
+    FeedbackRow,
+    RunRecord,
+    RunStats,
+    ThreadRecord,
+    ThreadStats,
+)
+
+# TimeBucket values -> the domain's bucket names ('' for anything else).
+BUCKETS = {feedback_pb2.TIME_BUCKET_HOUR: "hour", feedback_pb2.TIME_BUCKET_DAY: "day"}
 
 
 def deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -93,6 +104,25 @@ def caller_feedback_response(entries: list[CallerRunFeedback]) -> feedback_pb2.B
         add_message = run.message_feedback.add
         for row in entry.message_feedback:
             add_message(**feedback_fields(row))
+    return response
+
+
+def thread_stats_message(stats: ThreadStats) -> feedback_pb2.ThreadFeedbackStats:
+    return feedback_pb2.ThreadFeedbackStats(
+        thread_id=stats.thread_id,
+        total=stats.total,
+        positive=stats.positive,
+        negative=stats.negative,
+        tags=[{"tag": tag, "count": count} for tag, count in stats.tags],
+        runs_with_feedback=stats.runs_with_feedback,
+    )
+
+
+def time_series_response(buckets: list[BucketCount]) -> feedback_pb2.GetFeedbackTimeSeriesResponse:
+    response = feedback_pb2.GetFeedbackTimeSeriesResponse()
+    add = response.buckets.add
+    for bucket in buckets:
+        add(start_time=_timestamp_fields(bucket.start), positive=bucket.positive, negative=bucket.negative)
     return response
 
 

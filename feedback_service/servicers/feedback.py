@@ -9,6 +9,7 @@ from feedback.v1 import feedback_pb2_grpc
 from feedback_service.auth.access import current_access
 from feedback_service.domain.feedback import FeedbackRules
 from feedback_service.servicers.convert import (
+    BUCKETS,
     caller_feedback_response,
     deadline,
     feedback_message,
@@ -16,6 +17,8 @@ from feedback_service.servicers.convert import (
     optional_bool,
     optional_time,
     stats_message,
+    thread_stats_message,
+    time_series_response,
 )
 
 Context = grpc.aio.ServicerContext
@@ -147,3 +150,24 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             deadline=deadline(context),
         )
         return caller_feedback_response(entries)
+
+    async def GetThreadFeedbackStats(
+        self, request: pb.GetThreadFeedbackStatsRequest, context: Context
+    ) -> pb.ThreadFeedbackStats:
+        stats = await self._rules.thread_stats(
+            current_access.get(), thread_id=request.thread_id, deadline=deadline(context)
+        )
+        return thread_stats_message(stats)
+
+    async def GetFeedbackTimeSeries(
+        self, request: pb.GetFeedbackTimeSeriesRequest, context: Context
+    ) -> pb.GetFeedbackTimeSeriesResponse:
+        buckets = await self._rules.time_series(
+            current_access.get(),
+            thread_id=request.thread_id,
+            bucket=BUCKETS.get(request.bucket, ""),
+            start_time=optional_time(request, "start_time"),
+            end_time=optional_time(request, "end_time"),
+            deadline=deadline(context),
+        )
+        return time_series_response(buckets)

@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from peewee import Database, Insert, MySQLDatabase, PostgresqlDatabase, Select, SqliteDatabase
+from peewee import (
+    Database,
+    Expression,
+    Insert,
+    MySQLDatabase,
+    Node,
+    PostgresqlDatabase,
+    Select,
+    SqliteDatabase,
+)
 from playhouse import db_url
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
 
@@ -39,6 +48,9 @@ class Dialect:
     # Error codes of deadlocks and serialisation failures: the database rolled
     # the whole unit of work back, so it may be run again.
     transient_codes: ClassVar[frozenset[object]] = frozenset()
+    # SQL's remainder operator, as the driver wants it in statement text:
+    # drivers with %s placeholders read a lone % as one.
+    remainder_operator: ClassVar[str] = "%%"
 
     @classmethod
     def connect_options(cls, url: str, connect_timeout_s: float) -> dict[str, Any]:
@@ -74,6 +86,10 @@ class Dialect:
         """Runs a statement from `upsert`; returns the stored row."""
         return self.execute_sql(*statement).fetchone()
 
+    def remainder(self, dividend: Node, divisor: Node) -> Expression:
+        """`dividend % divisor` (integers; peewee spells `%` as LIKE)."""
+        return Expression(dividend, self.remainder_operator, divisor)
+
 
 class SqliteDialect(Dialect, SqliteDatabase):
     """A local file: reads and writes take microseconds, so they run on the
@@ -83,6 +99,7 @@ class SqliteDialect(Dialect, SqliteDatabase):
 
     inline_first = True
     single_writer = True
+    remainder_operator = "%"
     PRAGMAS: ClassVar[dict[str, object]] = {
         # First: wait for another process's lock instead of failing, even while
         # the pragmas below are applied to a new connection.

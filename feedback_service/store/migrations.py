@@ -139,11 +139,29 @@ def _v3_tags_and_votes(db: Dialect) -> None:
     apply_operations(*operations)
 
 
+def _v4_thread_vote_indexes(db: Dialect) -> None:
+    """Covering indexes for a thread's votes (its stats, and its time series:
+    votes in a range of created_at), and for the votes of every thread in a
+    range of created_at."""
+    existing = {index.name for index in db.get_indexes("feedback")}
+    migrator = SchemaMigrator.from_database(db)
+    operations = [
+        migrator.add_index("feedback", columns, name=name)
+        for name, columns in (
+            ("feedback_thread_votes", ("thread_id", "message_id", "created_at", "rating", "run_id")),
+            ("feedback_votes_by_time", ("message_id", "created_at", "rating")),
+        )
+        if name not in existing
+    ]
+    apply_operations(*operations)
+
+
 # (version, step): append new steps, never edit applied ones.
 MIGRATIONS: list[tuple[int, Callable[[Dialect], None]]] = [
     (1, _v1_create_tables),
     (2, _v2_add_stats_index),
     (3, _v3_tags_and_votes),
+    (4, _v4_thread_vote_indexes),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -89,11 +89,22 @@ class Feedback(BaseModel):
         )
 
 
-# Run stats answer from this index alone: no table rows are touched, however
-# many feedback rows a run has. It counts the votes (message_id '') and, with
-# include_messages, each message.
+# Each of these answers its query from the index alone: no table rows are
+# touched, however many feedback rows a run or thread has.
+# Run stats: the votes (message_id '') and, with include_messages, each message.
 STATS_INDEX = "feedback_run_stats"
 Feedback.add_index(ModelIndex(Feedback, ("thread_id", "run_id", "message_id", "rating"), name=STATS_INDEX))
+# Thread stats (the thread's votes, their runs) and a thread's time series
+# (its votes in a range of created_at).
+THREAD_VOTES_INDEX = "feedback_thread_votes"
+Feedback.add_index(
+    ModelIndex(
+        Feedback, ("thread_id", "message_id", "created_at", "rating", "run_id"), name=THREAD_VOTES_INDEX
+    )
+)
+# The time series of every thread: all votes in a range of created_at.
+VOTES_BY_TIME_INDEX = "feedback_votes_by_time"
+Feedback.add_index(ModelIndex(Feedback, ("message_id", "created_at", "rating"), name=VOTES_BY_TIME_INDEX))
 
 
 class FeedbackTag(BaseModel):

@@ -9,10 +9,11 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from peewee import JOIN, SQL, Case, IntegrityError, Select, Value, fn
+from peewee import JOIN, SQL, Case, IntegrityError, NodeList, Select, Value, fn
 
 from feedback_service.domain.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from feedback_service.domain.records import (
+    BucketCount,
     FeedbackDraft,
     FeedbackRow,
     ListFilter,
@@ -21,6 +22,7 @@ from feedback_service.domain.records import (
     RunStats,
     TagCount,
     ThreadRecord,
+    ThreadStats,
 )
 from feedback_service.store.models import Feedback, FeedbackTag, Run, Thread, database
 from feedback_service.store.prepared import Prepared
@@ -616,3 +618,98 @@ def stats_for_runs(
         )
         for run in unique_ids
     }
+
+
+def _thread_stats_query(thread_id):
+    """Rows (kind, key, total, positive, negative, runs), one statement: one
+    COUNTS row with the thread's votes and the runs they are on, from the
+    index (thread_id, message_id, created_at, rating, run_id); a TAGS row per
+    tag those votes carry (key: the tag), from feedback_tag's (thread_id,
+    message_id, run_id, tag)."""
+    votes = Feedback.select(
+        Value(COUNTS).alias("kind"),
+        Value("").alias("key"),
+        fn.COUNT(Feedback.id).alias("total"),
+        _positive(),
+        _negative(),
+        fn.COUNT(NodeList((SQL("DISTINCT"), Feedback.run))).alias("runs"),
+    ).where((Feedback.thread_id == thread_id) & (Feedback.message_id == VOTE))
+    tags = (
+        FeedbackTag.select(Value(TAGS), FeedbackTag.tag, fn.COUNT(SQL("*")), Value(0), Value(0), Value(0))
+        .where((FeedbackTag.thread_id == thread_id) & (FeedbackTag.message_id == VOTE))
+        .group_by(FeedbackTag.tag)
+    )
+    return votes + tags  # UNION ALL
+
+
+_THREAD_STATS_FIELDS = ["kind", "key", "total", "positive", "negative", "runs"]
+_THREAD_STATS = Prepared(_thread_stats_query)
+_THREAD_STATS_WITH_OWNER = Prepared(
+    lambda thread_id: _with_owner(thread_id, _thread_stats_query(thread_id), _THREAD_STATS_FIELDS)
+)
+
+
+def thread_stats(thread_id: str, with_owner: bool) -> tuple[str | None, ThreadStats]:
+    """The votes on every run of a thread, their tags and the runs they are
+    on, in one statement; and the thread's owner when `with_owner`."""
+    owner = None
+    if with_owner:
+        owner, rows = _split_owner(database.execute_sql(*_THREAD_STATS_WITH_OWNER(thread_id)).fetchall())
+    else:
+        rows = database.execute_sql(*_THREAD_STATS(thread_id)).fetchall()
+    total = positive = negative = runs = 0
+    tags = []
+    for kind, key, count, plus, minus, voted_runs in rows:
+        if kind == TAGS:
+            tags.append(TagCount(key, int(count)))
+        else:
+            total, positive, negative, runs = int(count), int(plus or 0), int(minus or 0), int(voted_runs)
+    return owner, ThreadStats(thread_id, total, positive, negative, tuple(sorted(tags)), runs)
+
+
+def _time_series_query(thread_id, start, end, width: int):
+    """Rows (bucket, positive, negative): the votes created in [start, end)
+    per bucket of `width` microseconds (buckets start at multiples of it),
+    empty buckets left out. With a thread, from the index (thread_id,
+    message_id, created_at, rating, run_id); without (None: every thread),
+    from (message_id, created_at, rating)."""
+    created = Feedback.created_at
+    bucket = (created - database.remainder(created, SQL(str(width)))).alias("bucket")
+    where = (Feedback.message_id == VOTE) & (created >= start) & (created < end)
+    if thread_id is not None:
+        where &= Feedback.thread_id == thread_id
+    # The width is a literal, so that GROUP BY repeats the selected expression exactly.
+    return Feedback.select(bucket, _positive(), _negative()).where(where).group_by(SQL("1"))
+
+
+_SERIES_FIELDS = ["bucket", "positive", "negative"]
+# Keyed by bucket width (a literal in the SQL).
+_SERIES: dict[int, Prepared] = {}
+_SERIES_WITH_OWNER: dict[int, Prepared] = {}
+
+
+def _series_statements(width: int) -> tuple[Prepared, Prepared]:
+    if width not in _SERIES:
+        _SERIES[width] = Prepared(functools.partial(_time_series_query, width=width))
+        _SERIES_WITH_OWNER[width] = Prepared(
+            lambda thread_id, start, end: _with_owner(
+                thread_id, _time_series_query(thread_id, start, end, width), _SERIES_FIELDS
+            )
+        )
+    return _SERIES[width], _SERIES_WITH_OWNER[width]
+
+
+def time_series(
+    thread_id: str | None, start: int, end: int, width: int, with_owner: bool
+) -> tuple[str | None, list[BucketCount]]:
+    """The votes created in [start, end) on a thread (None: on every thread),
+    per bucket of `width` microseconds, non-empty buckets only, in one
+    statement; and the thread's owner when `with_owner`."""
+    plain, with_thread_owner = _series_statements(width)
+    owner = None
+    if with_owner:
+        statement = with_thread_owner(thread_id, start, end)
+        owner, rows = _split_owner(database.execute_sql(*statement).fetchall())
+    else:
+        rows = database.execute_sql(*plain(thread_id, start, end)).fetchall()
+    return owner, [BucketCount(int(b), int(p or 0), int(n or 0)) for b, p, n in rows]

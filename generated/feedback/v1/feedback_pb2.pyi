@@ -4,12 +4,22 @@ from feedback.v1 import access_pb2 as _access_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class TimeBucket(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TIME_BUCKET_UNSPECIFIED: _ClassVar[TimeBucket]
+    TIME_BUCKET_HOUR: _ClassVar[TimeBucket]
+    TIME_BUCKET_DAY: _ClassVar[TimeBucket]
+TIME_BUCKET_UNSPECIFIED: TimeBucket
+TIME_BUCKET_HOUR: TimeBucket
+TIME_BUCKET_DAY: TimeBucket
 
 class Feedback(_message.Message):
     __slots__ = ("feedback_id", "thread_id", "run_id", "user_id", "message_id", "rating", "comment", "created_at", "updated_at", "tags")
@@ -238,3 +248,53 @@ class CallerRunFeedback(_message.Message):
     run_feedback: Feedback
     message_feedback: _containers.RepeatedCompositeFieldContainer[Feedback]
     def __init__(self, run_id: _Optional[str] = ..., run_feedback: _Optional[_Union[Feedback, _Mapping]] = ..., message_feedback: _Optional[_Iterable[_Union[Feedback, _Mapping]]] = ...) -> None: ...
+
+class GetThreadFeedbackStatsRequest(_message.Message):
+    __slots__ = ("thread_id",)
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    thread_id: str
+    def __init__(self, thread_id: _Optional[str] = ...) -> None: ...
+
+class ThreadFeedbackStats(_message.Message):
+    __slots__ = ("thread_id", "total", "positive", "negative", "tags", "runs_with_feedback")
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    RUNS_WITH_FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    thread_id: str
+    total: int
+    positive: int
+    negative: int
+    tags: _containers.RepeatedCompositeFieldContainer[TagCount]
+    runs_with_feedback: int
+    def __init__(self, thread_id: _Optional[str] = ..., total: _Optional[int] = ..., positive: _Optional[int] = ..., negative: _Optional[int] = ..., tags: _Optional[_Iterable[_Union[TagCount, _Mapping]]] = ..., runs_with_feedback: _Optional[int] = ...) -> None: ...
+
+class GetFeedbackTimeSeriesRequest(_message.Message):
+    __slots__ = ("thread_id", "bucket", "start_time", "end_time")
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    thread_id: str
+    bucket: TimeBucket
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, thread_id: _Optional[str] = ..., bucket: _Optional[_Union[TimeBucket, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetFeedbackTimeSeriesResponse(_message.Message):
+    __slots__ = ("buckets",)
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    buckets: _containers.RepeatedCompositeFieldContainer[TimeSeriesBucket]
+    def __init__(self, buckets: _Optional[_Iterable[_Union[TimeSeriesBucket, _Mapping]]] = ...) -> None: ...
+
+class TimeSeriesBucket(_message.Message):
+    __slots__ = ("start_time", "positive", "negative")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    positive: int
+    negative: int
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., positive: _Optional[int] = ..., negative: _Optional[int] = ...) -> None: ...

@@ -95,6 +95,16 @@ class FeedbackServiceStub:
                 request_serializer=feedback_dot_v1_dot_feedback__pb2.BatchGetCallerFeedbackRequest.SerializeToString,
                 response_deserializer=feedback_dot_v1_dot_feedback__pb2.BatchGetCallerFeedbackResponse.FromString,
                 _registered_method=True)
+        self.GetThreadFeedbackStats = channel.unary_unary(
+                '/feedback.v1.FeedbackService/GetThreadFeedbackStats',
+                request_serializer=feedback_dot_v1_dot_feedback__pb2.GetThreadFeedbackStatsRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__pb2.ThreadFeedbackStats.FromString,
+                _registered_method=True)
+        self.GetFeedbackTimeSeries = channel.unary_unary(
+                '/feedback.v1.FeedbackService/GetFeedbackTimeSeries',
+                request_serializer=feedback_dot_v1_dot_feedback__pb2.GetFeedbackTimeSeriesRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__pb2.GetFeedbackTimeSeriesResponse.FromString,
+                _registered_method=True)
 
 
 class FeedbackServiceServicer:
@@ -221,6 +231,29 @@ class FeedbackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetThreadFeedbackStats(self, request, context):
+        """Counts the votes on every run of a thread: every user's run-level
+        feedback (one per user and run), their tags, and how many runs have at
+        least one vote. Needs `threads:read`; passes for an owned, shared or
+        unregistered thread. A thread without feedback gives zeros.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFeedbackTimeSeries(self, request, context):
+        """Positive and negative votes (run-level feedback) per hour or per day, in
+        UTC, over [start_time, end_time), by when each vote was first given
+        (created_at), with its rating as it stands now. Every bucket of the range
+        is returned, empty ones as zeros. Needs `threads:read`; passes for an
+        owned, shared or unregistered thread. An empty thread_id counts every
+        thread: only a service acting as itself may ask that (anyone else gets
+        PERMISSION_DENIED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeedbackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -268,6 +301,16 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
                     servicer.BatchGetCallerFeedback,
                     request_deserializer=feedback_dot_v1_dot_feedback__pb2.BatchGetCallerFeedbackRequest.FromString,
                     response_serializer=feedback_dot_v1_dot_feedback__pb2.BatchGetCallerFeedbackResponse.SerializeToString,
+            ),
+            'GetThreadFeedbackStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetThreadFeedbackStats,
+                    request_deserializer=feedback_dot_v1_dot_feedback__pb2.GetThreadFeedbackStatsRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__pb2.ThreadFeedbackStats.SerializeToString,
+            ),
+            'GetFeedbackTimeSeries': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFeedbackTimeSeries,
+                    request_deserializer=feedback_dot_v1_dot_feedback__pb2.GetFeedbackTimeSeriesRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__pb2.GetFeedbackTimeSeriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -529,6 +572,60 @@ class FeedbackService:
             '/feedback.v1.FeedbackService/BatchGetCallerFeedback',
             feedback_dot_v1_dot_feedback__pb2.BatchGetCallerFeedbackRequest.SerializeToString,
             feedback_dot_v1_dot_feedback__pb2.BatchGetCallerFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetThreadFeedbackStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/GetThreadFeedbackStats',
+            feedback_dot_v1_dot_feedback__pb2.GetThreadFeedbackStatsRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__pb2.ThreadFeedbackStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFeedbackTimeSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/GetFeedbackTimeSeries',
+            feedback_dot_v1_dot_feedback__pb2.GetFeedbackTimeSeriesRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__pb2.GetFeedbackTimeSeriesResponse.FromString,
             options,
             channel_credentials,
             insecure,
