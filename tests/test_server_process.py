@@ -1,11 +1,13 @@
 """The `feedback-service` command as operators run it: a real process, driven
 with generated stubs and with the real grpcurl binary through reflection."""
 
+import functools
 import json
 import os
 import signal
 import socket
 import subprocess
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -123,24 +125,59 @@ def test_grpcurl_walkthrough(service):
         grpcurl(
             service,
             "-d",
-            '{"thread_id": "t1", "run_id": "r1", "rating": -1}',
+            '{"thread_id": "t1", "run_id": "r1", "rating": -1, "tags": ["incorrect", "not_as_expected"]}',
             service.address,
             "feedback.v1.FeedbackService/UpsertFeedback",
             headers=user,
         )
     )
     assert upserted["feedbackId"] == created["feedbackId"]
-    stats = json.loads(
-        grpcurl(
-            service,
-            "-d",
-            '{"thread_id": "t1", "run_id": "r1"}',
-            service.address,
-            "feedback.v1.FeedbackService/GetFeedbackStats",
-            headers=user,
-        )
+    assert upserted["tags"] == ["incorrect", "not_as_expected"]
+    call = functools.partial(feedback_call, service, headers=user)
+    call("UpsertFeedback", {"thread_id": "t1", "run_id": "r1", "message_id": "m1", "rating": 1})
+    stats = call("GetFeedbackStats", {"thread_id": "t1", "run_id": "r1", "include_messages": True})
+    assert stats == {
+        "runId": "r1",
+        "total": 1,
+        "negative": 1,
+        "tags": [{"tag": "incorrect", "count": 1}, {"tag": "not_as_expected", "count": 1}],
+        "messages": [{"messageId": "m1", "total": 1, "positive": 1}],
+    }
+    filtered = call("ListThreadFeedback", {"thread_id": "t1", "rating": -1, "tag": "incorrect"})
+    assert [f["feedbackId"] for f in filtered["feedback"]] == [created["feedbackId"]]
+    mine = call("BatchGetCallerFeedback", {"thread_id": "t1", "run_ids": ["r1", "r9"]})
+    assert [run["runId"] for run in mine["runs"]] == ["r1", "r9"]
+    assert mine["runs"][0]["runFeedback"]["feedbackId"] == created["feedbackId"]
+    assert [f["messageId"] for f in mine["runs"][0]["messageFeedback"]] == ["m1"]
+    thread = call("GetThreadFeedbackStats", {"thread_id": "t1"})
+    assert (thread["total"], thread["negative"], thread["runsWithFeedback"]) == (1, 1, 1)
+    today = datetime.now(UTC).date()
+    days = {
+        "bucket": "TIME_BUCKET_DAY",
+        "start_time": f"{today - timedelta(days=1)}T00:00:00Z",
+        "end_time": f"{today + timedelta(days=1)}T00:00:00Z",
+    }
+    series = call("GetFeedbackTimeSeries", {"thread_id": "t1", **days})
+    assert series == {
+        "buckets": [
+            {"startTime": f"{today - timedelta(days=1)}T00:00:00Z"},
+            {"startTime": f"{today}T00:00:00Z", "negative": 1},
+        ]
+    }
+    assert feedback_call(service, "GetFeedbackTimeSeries", days, headers=platform) == series
+
+
+def feedback_call(service: ServiceProcess, method: str, request: dict, *, headers: tuple[str, ...]) -> dict:
+    """A FeedbackService call through grpcurl; its JSON answer."""
+    answer = grpcurl(
+        service,
+        "-d",
+        json.dumps(request),
+        service.address,
+        f"feedback.v1.FeedbackService/{method}",
+        headers=headers,
     )
-    assert stats == {"runId": "r1", "total": 1, "negative": 1}
+    return json.loads(answer)
 
 
 def serve_expecting_exit(data_dir, listen: str, *args: str) -> subprocess.CompletedProcess:
