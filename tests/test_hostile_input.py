@@ -521,6 +521,27 @@ def test_many_malformed_run_ids_get_a_readable_invalid_argument(world: World):
     assert set(named_fields(error)) == {"run_ids"}
 
 
+@pytest.mark.parametrize("tag", ["é" * 100, "\U0001f44d" * 100, "\U0010ffff" * 100, "\x00" * 100])
+def test_many_long_unknown_tags_get_a_readable_invalid_argument(world: World, tag):
+    """Each unknown tag is quoted in at most 40 bytes, escapes included, and
+    the vocabulary named once: the details still fit the 8 KB of trailers a
+    client accepts."""
+    request = pb.UpsertFeedbackRequest(thread_id="t-alice", run_id="r-a1", rating=1, tags=[tag] * 100)
+    before = world.snapshot()
+    code, error = invoke(
+        world.client.channel, "/feedback.v1.FeedbackService/UpsertFeedback", request, as_user("alice")
+    )
+    assert world.snapshot() == before
+    assert code == Code.INVALID_ARGUMENT, f"{code.name}: {error.details() if error else ''}"
+    assert set(named_fields(error)) == {"tags"}
+    listing = pb.ListThreadFeedbackRequest(thread_id="t-alice", tag=tag)
+    code, error = invoke(
+        world.client.channel, "/feedback.v1.FeedbackService/ListThreadFeedback", listing, as_user("alice")
+    )
+    assert code == Code.INVALID_ARGUMENT, f"{code.name}: {error.details() if error else ''}"
+    assert named_fields(error) == ["tag"]
+
+
 def test_forged_page_tokens_use_the_service_scope(world: World):
     """The property test forges well-formed page tokens with page_scope(); a
     token the service hands out must be exactly what it forges."""

@@ -58,11 +58,13 @@ class Checker:
         if len(values) > TAGS_MAX:
             self.fail("tags", f"must hold at most {TAGS_MAX} tags")
         seen: set[str] = set()
+        known = vocabulary  # named once, with the first unknown tag
         for index, value in enumerate(values):
             if value not in vocabulary:
-                self.fail(f"tags[{index}]", _unknown_tag(value, vocabulary))
+                self.fail(f"tags[{index}]", _unknown_tag(value, known))
+                known = ()
             elif value in seen:
-                self.fail(f"tags[{index}]", f"repeats tag {echoed(value)}")
+                self.fail(f"tags[{index}]", f"repeats tag {_shown_tag(value)}")
             seen.add(value)
         return tuple(values)
 
@@ -112,8 +114,23 @@ class Checker:
             raise InvalidArgument(self.violations)
 
 
+# At most this many bytes of a caller's tag are quoted: a request may hold many
+# bad tags, and error details travel in trailers that clients cap at 8 KB.
+TAG_QUOTE_BYTES = 40
+
+
+def _shown_tag(value: str) -> str:
+    """A caller's tag as a message quotes it, its escapes counted: every
+    valid tag fits whole, a longer or stranger value is cut (with an ellipsis)."""
+    shown = value[:TAG_QUOTE_BYTES]
+    while len(echoed(shown).encode()) > TAG_QUOTE_BYTES + 2:  # + the quotes
+        shown = shown[:-1]
+    return echoed(shown) + ("\u2026" if shown != value else "")
+
+
 def _unknown_tag(value: str, vocabulary: Sequence[str]) -> str:
-    return f"unknown tag {echoed(value)}; known tags: {', '.join(vocabulary)}"
+    known = f"; known tags: {', '.join(vocabulary)}" if vocabulary else ""
+    return f"unknown tag {_shown_tag(value)}{known}"
 
 
 def vocabulary(spec: str) -> tuple[str, ...]:
