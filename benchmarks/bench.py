@@ -109,12 +109,28 @@ class Scenario:
     kind: str  # "read", "write" or "mixed"
     peer: str | None  # what the peer runs for it: "stats", "create", "mixed" or None
     profile: str = ""  # loadgen profile
+    variant: str = ""  # another request of the same RPC (grpc_request's key: "Method:variant")
+
+    @property
+    def request(self) -> str:
+        return f"{self.method}:{self.variant}" if self.variant else self.method
 
 
 SCENARIOS = (
     Scenario("list", "ListFeedback (page of 100)", "ListFeedback", "h2load", "read", None),
+    Scenario(
+        "list-filtered",
+        "ListFeedback filtered (rating -1, a tag)",
+        "ListFeedback",
+        "h2load",
+        "read",
+        None,
+        variant="filtered",
+    ),
     Scenario("stats", "GetFeedbackStats", "GetFeedbackStats", "h2load", "read", "stats"),
     Scenario("batch", "BatchGetFeedbackStats (50 runs)", "BatchGetFeedbackStats", "h2load", "read", None),
+    Scenario("caller", "BatchGetCallerFeedback (50 runs)", "BatchGetCallerFeedback", "h2load", "read", None),
+    Scenario("thread-stats", "GetThreadFeedbackStats", "GetThreadFeedbackStats", "h2load", "read", None),
     Scenario("upsert", "UpsertFeedback (one hot key)", "UpsertFeedback", "h2load", "write", None),
     Scenario(
         "create",
@@ -147,13 +163,26 @@ def scale_name(rows: int) -> str:
 
 
 def grpc_request(method: str, nonce: str = "") -> object:
-    """The request a scenario sends (h2load sends its bytes on every call)."""
+    """The request a scenario sends (h2load sends its bytes on every call);
+    `method` is the RPC's name, or "Name:variant" for another request of it."""
     if method == "ListFeedback":
         return pb.ListFeedbackRequest(thread_id=w.READ_THREAD, run_id=w.HOT_RUN, page_size=w.LIST_PAGE_SIZE)
+    if method == "ListFeedback:filtered":
+        return pb.ListFeedbackRequest(
+            thread_id=w.READ_THREAD,
+            run_id=w.HOT_RUN,
+            page_size=w.LIST_PAGE_SIZE,
+            rating=w.FILTER_RATING,
+            tag=w.FILTER_TAG,
+        )
     if method == "GetFeedbackStats":
         return pb.GetFeedbackStatsRequest(thread_id=w.READ_THREAD, run_id=w.HOT_RUN)
     if method == "BatchGetFeedbackStats":
         return pb.BatchGetFeedbackStatsRequest(thread_id=w.READ_THREAD, run_ids=w.BATCH_RUNS)
+    if method == "BatchGetCallerFeedback":
+        return pb.BatchGetCallerFeedbackRequest(thread_id=w.READ_THREAD, run_ids=w.BATCH_RUNS)
+    if method == "GetThreadFeedbackStats":
+        return pb.GetThreadFeedbackStatsRequest(thread_id=w.READ_THREAD)
     if method == "UpsertFeedback":
         return pb.UpsertFeedbackRequest(
             thread_id=w.WRITE_THREAD, run_id=w.UPSERT_RUN, rating=1, comment="hot key"
@@ -434,12 +463,12 @@ def precheck(server: Server, scenario: Scenario, keys: Secrets, nonce: str) -> d
     real = server.name.startswith("service")
     with grpc.insecure_channel(server.address) as channel:
         stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
-        methods = [scenario.method] if scenario.method != "mixed" else [name for name, _ in w.MIX]
+        methods = [scenario.request] if scenario.method != "mixed" else [name for name, _ in w.MIX]
         expected = 0
         for method in methods:
             request = grpc_request(method, f"{nonce}-{method}")
             try:
-                reply = getattr(stub, method)(request, metadata=metadata, timeout=10)
+                reply = getattr(stub, method.split(":")[0])(request, metadata=metadata, timeout=10)
             except grpc.RpcError as error:
                 raise CheckFailed(
                     f"{method} on {server.name}: {error.code().name} {error.details()}"
@@ -447,7 +476,8 @@ def precheck(server: Server, scenario: Scenario, keys: Secrets, nonce: str) -> d
             expected = len(grpc_frame(reply))
             if not real:
                 continue
-            hot_total = w.HOT_RUN_USER_ROWS + w.HOT_RUN_OTHER_ROWS
+            # Stats count votes: the hot run's are the other users' (USER's rows there are per message).
+            hot_total = w.HOT_RUN_OTHER_ROWS
             if method == "ListFeedback":
                 expect(
                     len(reply.feedback) == w.LIST_PAGE_SIZE, f"ListFeedback gave {len(reply.feedback)} rows"
@@ -456,16 +486,42 @@ def precheck(server: Server, scenario: Scenario, keys: Secrets, nonce: str) -> d
                 expect(
                     all(f.user_id == w.USER for f in reply.feedback), "ListFeedback showed other users' rows"
                 )
+            elif method == "ListFeedback:filtered":
+                expect(
+                    len(reply.feedback) == w.FILTERED_ROWS and not reply.next_page_token,
+                    f"filtered ListFeedback gave {len(reply.feedback)} rows, expected {w.FILTERED_ROWS}",
+                )
+                expect(
+                    all(
+                        f.user_id == w.USER and f.rating == w.FILTER_RATING and w.FILTER_TAG in f.tags
+                        for f in reply.feedback
+                    ),
+                    "filtered ListFeedback showed a row the filter excludes",
+                )
             elif method == "GetFeedbackStats":
                 expect(
                     reply.total == hot_total, f"GetFeedbackStats total {reply.total}, expected {hot_total}"
                 )
+                expect(bool(reply.tags), "GetFeedbackStats counted no tags")
             elif method == "BatchGetFeedbackStats":
                 totals = [s.total for s in reply.stats]
                 expect(len(totals) == len(w.BATCH_RUNS), f"BatchGetFeedbackStats gave {len(totals)} results")
-                expect(
-                    totals[0] == hot_total and set(totals[1:]) == {w.OTHER_READ_RUN_ROWS}, f"totals {totals}"
-                )
+                expected_totals = [hot_total] + [
+                    w.OTHER_READ_RUN_ROWS + (run in w.USER_VOTED_RUNS) for run in w.BATCH_RUNS[1:]
+                ]
+                expect(totals == expected_totals, f"totals {totals}")
+            elif method == "BatchGetCallerFeedback":
+                runs = list(reply.runs)
+                expect([r.run_id for r in runs] == w.BATCH_RUNS, "BatchGetCallerFeedback answered other runs")
+                messages = len(runs[0].message_feedback)
+                expect(messages == w.HOT_RUN_USER_ROWS, f"{messages} messages on the hot run")
+                voted = [r.run_id for r in runs if r.HasField("run_feedback")]
+                expect(voted == w.USER_VOTED_RUNS, f"run feedback on {voted}")
+            elif method == "GetThreadFeedbackStats":
+                votes = w.HOT_RUN_OTHER_ROWS + (len(w.READ_RUNS) - 1) * w.OTHER_READ_RUN_ROWS
+                votes += len(w.USER_VOTED_RUNS)
+                expect(reply.total == votes, f"GetThreadFeedbackStats total {reply.total}, expected {votes}")
+                expect(reply.runs_with_feedback == len(w.READ_RUNS), f"runs {reply.runs_with_feedback}")
             elif method == "UpsertFeedback":
                 again = stub.UpsertFeedback(request, metadata=metadata, timeout=10)
                 expect(again.feedback_id == reply.feedback_id, "UpsertFeedback changed the feedback_id")
@@ -499,16 +555,19 @@ def precheck_peer(server: Server, scenario: Scenario, keys: Secrets, nonce: str)
 
 
 def persisted_writes(server: Server, keys: Secrets) -> int:
-    """Feedback rows on the write thread, counted by the service itself."""
+    """Feedback rows on the write thread, counted by the service itself: the
+    votes, and the message-level feedback (what creates write) per message."""
     metadata = (("authorization", f"Bearer {keys.user_token}"),)
     with grpc.insecure_channel(server.address) as channel:
         stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
         reply = stub.BatchGetFeedbackStats(
-            pb.BatchGetFeedbackStatsRequest(thread_id=w.WRITE_THREAD, run_ids=w.WRITE_RUNS),
+            pb.BatchGetFeedbackStatsRequest(
+                thread_id=w.WRITE_THREAD, run_ids=w.WRITE_RUNS, include_messages=True
+            ),
             metadata=metadata,
             timeout=30,
         )
-    return sum(s.total for s in reply.stats)
+    return sum(s.total + sum(m.total for m in s.messages) for s in reply.stats)
 
 
 # --- load tools --------------------------------------------------------------------------
@@ -538,7 +597,7 @@ class Bench:
 
     def body_file(self, method: str) -> Path:
         if method not in self.bodies:
-            path = self.work / f"{method}.grpc"
+            path = self.work / f"{method.replace(':', '-')}.grpc"
             path.write_bytes(grpc_frame(grpc_request(method)))
             self.bodies[method] = path
         return self.bodies[method]
@@ -558,7 +617,7 @@ class Bench:
             "-H", "te: trailers",
             "-H", f"authorization: Bearer {self.keys.user_token}",
         ]  # fmt: skip
-        body = str(self.body_file(scenario.method))
+        body = str(self.body_file(scenario.request))
         return ["h2load", "-c", str(self.load.conns), "-m", str(self.load.streams), "-t", "1", *duration,
                 "-d", body, *headers, "--log-file", str(log_file), url]  # fmt: skip
 

@@ -18,11 +18,13 @@ through its own bulk path:
   directory (or, when the server refuses local_infile, multi-row INSERTs),
   then ANALYZE TABLE.
 
-Everywhere, the feedback table's secondary indexes are dropped during the load
-and built again at the end (one sort instead of a million index inserts), from
-the definitions migrate created. The layout is described in
-benchmarks/workload.py: a read thread and a write thread owned by the
-benchmark user, then filler threads, runs and users up to N rows.
+Everywhere, the secondary indexes of feedback and feedback_tag are dropped
+during the load and built again at the end (one sort instead of a million
+index inserts), from the definitions migrate created. Feedback row ids are
+written explicitly (1 to N, in load order), so that each feedback_tag row can
+name its feedback's. The layout is described in benchmarks/workload.py: a
+read thread and a write thread owned by the benchmark user, then filler
+threads, runs and users up to N rows, with ratings and tags.
 """
 
 import argparse
@@ -48,12 +50,14 @@ from feedback_service.config import sqlite_url
 from feedback_service.store.database import open_database
 from feedback_service.store.dialects import describe_url
 from feedback_service.store.migrations import migrate
-from feedback_service.store.models import Feedback, Run, Thread
-from feedback_service.store.queries import FEEDBACK_COLUMNS
+from feedback_service.store.models import Feedback, FeedbackTag, Run, Thread
+from feedback_service.store.queries import FEEDBACK_COLUMNS, TAG_COLUMNS, TAG_SEPARATOR
 
 CHUNK = 50_000  # rows per executemany, COPY or LOAD DATA
 TRANSACTION = 250_000  # rows per SQLite transaction
-FEEDBACK_FIELDS = FEEDBACK_COLUMNS[1:]  # every column but the row id, as the service writes them
+FEEDBACK_FIELDS = FEEDBACK_COLUMNS  # every column, the row id too (feedback_tag refers to it)
+# The tables whose secondary indexes are dropped during the load and rebuilt after.
+INDEXED_TABLES = (Feedback._meta.table_name, FeedbackTag._meta.table_name)
 COMMENTS = ("", "", "", "", "helpful", "", "wrong tool call", "", "", "answered the question, thanks")
 SEED = 20_251_125  # the same feedback ids on every backend and every load
 
@@ -82,10 +86,9 @@ class Ids:
         return str(uuid.UUID(int=self.random.getrandbits(128), version=4))
 
 
-def feedback_row(clock: Clock, ids: Ids, thread: str, run: str, user: str, message: str, n: int) -> tuple:
-    at = clock.tick()
-    rating = -1 if n % 4 == 3 else 1
-    return (ids.next(), thread, run, user, message, rating, COMMENTS[n % len(COMMENTS)], at, at)
+def row_id(n: int) -> int:
+    """The feedback row id of the n-th row loaded (from 0)."""
+    return n + 1
 
 
 def filler_layout(filler_rows: int) -> tuple[int, int]:
@@ -113,22 +116,38 @@ def threads_and_runs(filler_rows: int, now: int) -> tuple[list[tuple], list[tupl
     return threads, runs
 
 
-def feedback_rows(filler_rows: int, clock: Clock) -> Iterator[tuple]:
-    n = itertools.count()
-    ids = Ids()
+def layout(filler_rows: int) -> Iterator[tuple[str, str, str, str]]:
+    """(thread, run, user, message) of every feedback row, in load order."""
     for i in range(w.HOT_RUN_USER_ROWS):
-        yield feedback_row(clock, ids, w.READ_THREAD, w.HOT_RUN, w.USER, f"msg-{i:04d}", next(n))
+        yield w.READ_THREAD, w.HOT_RUN, w.USER, f"msg-{i:04d}"
     for i in range(w.HOT_RUN_OTHER_ROWS):
-        yield feedback_row(clock, ids, w.READ_THREAD, w.HOT_RUN, w.other_user(i), "", next(n))
+        yield w.READ_THREAD, w.HOT_RUN, w.other_user(i), ""
     for run in w.READ_RUNS[1:]:
         for i in range(w.OTHER_READ_RUN_ROWS):
-            yield feedback_row(clock, ids, w.READ_THREAD, run, w.other_user(i), "", next(n))
+            yield w.READ_THREAD, run, w.other_user(i), ""
+        if run in w.USER_VOTED_RUNS:
+            yield w.READ_THREAD, run, w.USER, ""
     for i in range(filler_rows):
         r, k = divmod(i, w.FILLER_ROWS_PER_RUN)
         # Distinct users within a run (the unique key), spread over the pool.
         user = w.other_user(r * 7 + k * 1009)
-        thread = filler_thread(r // w.FILLER_RUNS_PER_THREAD)
-        yield feedback_row(clock, ids, thread, filler_run(r), user, "", next(n))
+        yield filler_thread(r // w.FILLER_RUNS_PER_THREAD), filler_run(r), user, ""
+
+
+def feedback_rows(filler_rows: int, clock: Clock) -> Iterator[tuple]:
+    ids = Ids()
+    for n, (thread, run, user, message) in enumerate(layout(filler_rows)):
+        at = clock.tick()
+        comment = COMMENTS[n % len(COMMENTS)]
+        tags = TAG_SEPARATOR.join(w.tags_for(n))
+        yield (row_id(n), ids.next(), thread, run, user, message, w.rating_for(n), comment, at, at, tags)
+
+
+def tag_rows(filler_rows: int) -> Iterator[tuple]:
+    """feedback_tag's rows: one per tag of each feedback row, in TAG_COLUMNS' order."""
+    for n, (thread, run, _, message) in enumerate(layout(filler_rows)):
+        for tag in w.tags_for(n):
+            yield (row_id(n), tag, thread, run, message)
 
 
 @dataclass
@@ -155,6 +174,7 @@ def tables(rows: int) -> list[Table]:
         Table(Thread, (Thread.thread_id, Thread.owner_user_id, Thread.created_at), threads),
         Table(Run, (Run.run_id, Run.thread, Run.created_at), runs),
         Table(Feedback, FEEDBACK_FIELDS, feedback_rows(filler, Clock(rows))),
+        Table(FeedbackTag, TAG_COLUMNS, tag_rows(filler)),
     ]
 
 
@@ -184,7 +204,7 @@ def load_sqlite(db: Database, data: list[Table]) -> None:
     db.execute_sql("PRAGMA synchronous = OFF")
     db.execute_sql("PRAGMA cache_size = -400000")
     conn = db.connection()
-    indexes = [index for index in db.get_indexes(Feedback._meta.table_name) if index.sql]
+    indexes = [index for table in INDEXED_TABLES for index in db.get_indexes(table) if index.sql]
     for index in indexes:
         db.execute_sql(f'DROP INDEX "{index.name}"')
     for table in data:
@@ -209,8 +229,8 @@ def load_postgresql(db: Database, data: list[Table]) -> None:
         # built again from the definitions migrate created.
         indexes = db.execute_sql(
             "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
-            "AND tablename = %s AND indexname NOT IN (SELECT conname FROM pg_constraint)",
-            (Feedback._meta.table_name,),
+            "AND tablename IN %s AND indexname NOT IN (SELECT conname FROM pg_constraint)",
+            (INDEXED_TABLES,),
         ).fetchall()
         for name, _ in indexes:
             db.execute_sql(f'DROP INDEX "{name}"')
@@ -222,6 +242,10 @@ def load_postgresql(db: Database, data: list[Table]) -> None:
                 cursor.copy_expert(sql, io.StringIO(csv_text(chunk)))
         for _, definition in indexes:
             db.execute_sql(definition)
+        # The row ids were given: the sequence continues after them.
+        db.execute_sql(
+            "SELECT setval(pg_get_serial_sequence('feedback', 'id'), (SELECT MAX(id) FROM feedback))"
+        )
     for table in data:
         db.execute_sql(f'VACUUM ANALYZE "{table.name}"')
 
@@ -232,16 +256,18 @@ def load_mysql(db: Database, data: list[Table]) -> str:
     db.execute_sql("SET SESSION unique_checks = 0")
     db.execute_sql("SET SESSION foreign_key_checks = 0")
     method = "LOAD DATA LOCAL INFILE" if local_infile else "multi-row INSERT (server refuses local_infile)"
-    table_name = Feedback._meta.table_name
-    foreign_keys = mysql_foreign_key_columns(db, table_name)
     # InnoDB needs an index under every foreign key: that one stays.
-    indexes = [
-        index
-        for index in db.get_indexes(table_name)
-        if index.name != "PRIMARY" and index.columns[0] not in foreign_keys
-    ]
-    for index in indexes:
-        db.execute_sql(f"ALTER TABLE `{table_name}` DROP INDEX `{index.name}`")
+    indexes = {
+        table: [
+            index
+            for index in db.get_indexes(table)
+            if index.name != "PRIMARY" and index.columns[0] not in mysql_foreign_key_columns(db, table)
+        ]
+        for table in INDEXED_TABLES
+    }
+    for table, dropped in indexes.items():
+        for index in dropped:
+            db.execute_sql(f"ALTER TABLE `{table}` DROP INDEX `{index.name}`")
     try:
         with tempfile.TemporaryDirectory(prefix="load_rows-") as scratch:
             chunk_file = Path(scratch) / "chunk.csv"
@@ -259,13 +285,14 @@ def load_mysql(db: Database, data: list[Table]) -> str:
                     else:  # PyMySQL sends executemany of an INSERT as multi-row INSERTs
                         db.cursor().executemany(insert_sql(table.model, table.fields), chunk)
     finally:
-        if indexes:
-            definitions = ", ".join(
-                f"ADD {'UNIQUE ' if index.unique else ''}INDEX `{index.name}` "
-                f"({', '.join(f'`{c}`' for c in index.columns)})"
-                for index in indexes
-            )
-            db.execute_sql(f"ALTER TABLE `{table_name}` {definitions}")
+        for table, dropped in indexes.items():
+            if dropped:
+                definitions = ", ".join(
+                    f"ADD {'UNIQUE ' if index.unique else ''}INDEX `{index.name}` "
+                    f"({', '.join(f'`{c}`' for c in index.columns)})"
+                    for index in dropped
+                )
+                db.execute_sql(f"ALTER TABLE `{table}` {definitions}")
     for table in data:
         db.execute_sql(f"ANALYZE TABLE `{table.name}`").fetchall()
     return method

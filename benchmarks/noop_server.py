@@ -55,7 +55,7 @@ def _timestamp() -> Timestamp:
     return Timestamp(seconds=micros // 1_000_000, nanos=micros % 1_000_000 * 1000)
 
 
-def _feedback(run_id: str, message_id: str) -> feedback_pb2.Feedback:
+def _feedback(run_id: str, message_id: str, n: int = 0) -> feedback_pb2.Feedback:
     at = _timestamp()
     return feedback_pb2.Feedback(
         feedback_id=str(uuid.uuid4()),
@@ -63,15 +63,24 @@ def _feedback(run_id: str, message_id: str) -> feedback_pb2.Feedback:
         run_id=run_id,
         user_id=w.USER,
         message_id=message_id,
-        rating=1,
+        rating=w.rating_for(n),
         created_at=at,
         updated_at=at,
+        tags=w.tags_for(n),
     )
+
+
+# The tag counts of a run's votes, as the loaded data has them.
+TAG_COUNTS = [("incorrect", 1), ("not_as_expected", 2), ("slow", 2), ("style_tone", 1)]
 
 
 def _stats(run_id: str, total: int) -> feedback_pb2.FeedbackStats:
     return feedback_pb2.FeedbackStats(
-        run_id=run_id, total=total, positive=total * 3 // 4, negative=total // 4
+        run_id=run_id,
+        total=total,
+        positive=total * 3 // 4,
+        negative=total // 4,
+        tags=[{"tag": tag, "count": count} for tag, count in TAG_COUNTS],
     )
 
 
@@ -79,12 +88,31 @@ class NoopFeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
     def __init__(self) -> None:
         self.one = _feedback(w.WRITE_RUNS[0], "")
         self.page = feedback_pb2.ListFeedbackResponse(
-            feedback=[_feedback(w.HOT_RUN, f"msg-{i:04d}") for i in range(w.LIST_PAGE_SIZE)],
+            feedback=[_feedback(w.HOT_RUN, f"msg-{i:04d}", i) for i in range(w.LIST_PAGE_SIZE)],
             next_page_token=base64.urlsafe_b64encode(b"1234567.0123456789abcdef").decode(),
         )
-        self.stats = _stats(w.HOT_RUN, w.HOT_RUN_USER_ROWS + w.HOT_RUN_OTHER_ROWS)
+        self.filtered_page = feedback_pb2.ListFeedbackResponse(
+            feedback=[_feedback(w.HOT_RUN, f"msg-{i:04d}", i) for i in range(w.FILTERED_ROWS)]
+        )
+        self.stats = _stats(w.HOT_RUN, w.HOT_RUN_OTHER_ROWS)
         self.batch = feedback_pb2.BatchGetFeedbackStatsResponse(
             stats=[_stats(run, w.OTHER_READ_RUN_ROWS) for run in w.BATCH_RUNS]
+        )
+        self.caller = feedback_pb2.BatchGetCallerFeedbackResponse()
+        for run in w.BATCH_RUNS:
+            entry = self.caller.runs.add(run_id=run)
+            if run in w.USER_VOTED_RUNS:
+                entry.run_feedback.CopyFrom(_feedback(run, ""))
+        self.caller.runs[0].message_feedback.extend(
+            _feedback(w.HOT_RUN, f"msg-{i:04d}", i) for i in range(w.HOT_RUN_USER_ROWS)
+        )
+        self.thread_stats = feedback_pb2.ThreadFeedbackStats(
+            thread_id=w.READ_THREAD,
+            total=557,  # the read thread's votes
+            positive=418,
+            negative=139,
+            tags=[{"tag": tag, "count": count * 50} for tag, count in TAG_COUNTS],
+            runs_with_feedback=len(w.READ_RUNS),
         )
         self.deleted = feedback_pb2.DeleteFeedbackResponse(success=True)
 
@@ -95,7 +123,7 @@ class NoopFeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
         return self.one
 
     async def ListFeedback(self, request, context):  # noqa: N802
-        return self.page
+        return self.filtered_page if request.tag else self.page
 
     async def ListThreadFeedback(self, request, context):  # noqa: N802
         return feedback_pb2.ListThreadFeedbackResponse(feedback=self.page.feedback)
@@ -111,6 +139,12 @@ class NoopFeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
 
     async def DeleteRunFeedback(self, request, context):  # noqa: N802
         return self.deleted
+
+    async def BatchGetCallerFeedback(self, request, context):  # noqa: N802
+        return self.caller
+
+    async def GetThreadFeedbackStats(self, request, context):  # noqa: N802
+        return self.thread_stats
 
 
 async def serve(listen: str) -> None:

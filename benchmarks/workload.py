@@ -7,14 +7,19 @@ ask the same question of a small and of a large table):
 
 - READ_THREAD, owned by USER, with READ_RUNS (50 runs).
   READ_RUNS[0] (HOT_RUN) holds HOT_RUN_USER_ROWS message-level feedback rows
-  by USER plus HOT_RUN_OTHER_ROWS by other users: ListFeedback (page of 100)
-  and GetFeedbackStats read it. Every other read run holds
-  OTHER_READ_RUN_ROWS rows by other users: BatchGetFeedbackStats reads all 50.
+  by USER plus HOT_RUN_OTHER_ROWS votes (run-level feedback) by other users:
+  ListFeedback (page of 100, and filtered) and GetFeedbackStats read it.
+  Every other read run holds OTHER_READ_RUN_ROWS votes by other users, and
+  every USER_VOTE_EVERY-th one a vote by USER too: BatchGetFeedbackStats and
+  BatchGetCallerFeedback read all 50, GetThreadFeedbackStats the thread.
 - WRITE_THREAD, owned by USER, with WRITE_RUNS (100 runs) and no feedback:
   CreateFeedback (a new message_id per call) and UpsertFeedback (one hot key)
   write there, so writes never change what the read scenarios read.
 - Filler: the rest of the rows, FILLER_ROWS_PER_RUN per run, FILLER_RUNS_PER_THREAD
   runs per thread, spread over FILLER_USERS users.
+
+Ratings and tags follow each row's sequence number n (tags_for): a quarter of
+the rows are thumbs down, each with reasons; a fifth of the rest carry one.
 """
 
 USER = "bench-user"
@@ -34,10 +39,37 @@ FILLER_ROWS_PER_RUN = 10
 FILLER_RUNS_PER_THREAD = 10
 FILLER_USERS = 10_000
 
-BENCH_ROWS = HOT_RUN_USER_ROWS + HOT_RUN_OTHER_ROWS + (len(READ_RUNS) - 1) * OTHER_READ_RUN_ROWS
+# USER's votes: on every USER_VOTE_EVERY-th read run after the hot one.
+USER_VOTE_EVERY = 3
+USER_VOTED_RUNS = READ_RUNS[1::USER_VOTE_EVERY]
+
+BENCH_ROWS = (
+    HOT_RUN_USER_ROWS + HOT_RUN_OTHER_ROWS + (len(READ_RUNS) - 1) * OTHER_READ_RUN_ROWS + len(USER_VOTED_RUNS)
+)
 
 LIST_PAGE_SIZE = 100
 BATCH_RUNS = READ_RUNS  # 50 runs
+# The filtered ListFeedback: USER's thumbs down on the hot run tagged FILTER_TAG.
+FILTER_RATING = -1
+FILTER_TAG = "incorrect"
+
+
+def rating_for(n: int) -> int:
+    return -1 if n % 4 == 3 else 1
+
+
+def tags_for(n: int) -> tuple[str, ...]:
+    """The tags of the n-th row: every thumbs down has reasons, alternately
+    FILTER_TAG and two others; one thumbs up in five has one."""
+    if rating_for(n) == -1:
+        return (FILTER_TAG,) if n % 8 == 3 else ("not_as_expected", "slow")
+    return ("style_tone",) if n % 5 == 0 else ()
+
+
+# The hot run's USER rows are the first HOT_RUN_USER_ROWS (n = 0, 1, ...).
+FILTERED_ROWS = sum(
+    1 for n in range(HOT_RUN_USER_ROWS) if rating_for(n) == FILTER_RATING and FILTER_TAG in tags_for(n)
+)
 
 # The read-heavy mixed profile: weights of each call (90% reads, 10% writes).
 MIX = (

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from feedback_service.domain.validation import DEFAULT_TAGS, vocabulary
+
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -102,6 +104,8 @@ class Settings:
     metrics_listen: str | None = None
     log_level: str = "INFO"
     log_format: str = "text"
+    # Feedback: the tags a feedback may carry.
+    tags: tuple[str, ...] = DEFAULT_TAGS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
@@ -160,6 +164,7 @@ class Settings:
             metrics_listen=get("METRICS_LISTEN"),
             log_level=get("LOG_LEVEL", "INFO").upper(),
             log_format=get("LOG_FORMAT", "text").lower(),
+            tags=vocabulary(get("TAGS", ",".join(DEFAULT_TAGS))),
         )
 
     @property

@@ -157,7 +157,7 @@ def build_server(
         store, poll_interval_s=settings.changes_poll_interval_s, retention_s=settings.changes_retention_s
     )
     feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(
-        FeedbackServicer(FeedbackRules(store), changes), server
+        FeedbackServicer(FeedbackRules(store, settings.tags), changes), server
     )
     thread_registry_pb2_grpc.add_ThreadRegistryServicer_to_server(
         ThreadRegistryServicer(ThreadRules(store)), server

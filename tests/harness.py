@@ -413,8 +413,9 @@ class SeededWorld:
         """Every row of every table."""
         tables = {}
         for model in MODELS:
-            table, key = model._meta.table_name, model._meta.primary_key.column_name
-            query = f"SELECT * FROM {self._quoted(table)} ORDER BY {self._quoted(key)}"  # noqa: S608
+            table = model._meta.table_name
+            keys = ", ".join(self._quoted(field.column_name) for field in model._meta.get_primary_keys())
+            query = f"SELECT * FROM {self._quoted(table)} ORDER BY {keys}"  # noqa: S608
             tables[table] = self._rows(query)
         return tables
 

@@ -8,6 +8,7 @@ import threading
 import grpc
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from feedback.v1 import access_pb2, feedback_pb2_grpc
 from feedback.v1 import feedback_pb2 as pb
@@ -40,8 +41,10 @@ NONE, READS, WRITES = (
 )
 ANY, USER, SERVICE = access_pb2.CALLER_ANY, access_pb2.CALLER_USER, access_pb2.CALLER_SERVICE
 SCOPES = {READ: "threads:read", WRITE: "threads:write", DELETE: "threads:delete"}
+DAY_S = 86_400
 
-# The rules of the original REST routes; the proto must declare exactly these.
+# The rules of the original REST routes, and of the RPCs added since; the proto
+# must declare exactly these.
 EXPECTED_RULES = {
     "/feedback.v1.FeedbackService/CreateFeedback": AccessRule(WRITE, WRITES, USER),
     "/feedback.v1.FeedbackService/UpsertFeedback": AccessRule(WRITE, WRITES, USER),
@@ -51,6 +54,9 @@ EXPECTED_RULES = {
     "/feedback.v1.FeedbackService/DeleteRunFeedback": AccessRule(DELETE, WRITES, USER),
     "/feedback.v1.FeedbackService/ListThreadFeedback": AccessRule(READ, READS, ANY),
     "/feedback.v1.FeedbackService/BatchGetFeedbackStats": AccessRule(READ, READS, ANY),
+    "/feedback.v1.FeedbackService/BatchGetCallerFeedback": AccessRule(READ, READS, USER),
+    "/feedback.v1.FeedbackService/GetThreadFeedbackStats": AccessRule(READ, READS, ANY),
+    "/feedback.v1.FeedbackService/GetFeedbackTimeSeries": AccessRule(READ, READS, ANY),
     "/feedback.v1.FeedbackService/StreamFeedbackChanges": AccessRule(READ, NONE, SERVICE),
     "/feedback.v1.FeedbackService/DeleteUserFeedback": AccessRule(DELETE, NONE, SERVICE),
     "/feedback.v1.ThreadRegistry/RegisterThread": AccessRule(WRITE, NONE, SERVICE),
@@ -74,6 +80,16 @@ def request_for(method: str, thread_id: str, run_id: str):
         "ListThreadFeedback": lambda: pb.ListThreadFeedbackRequest(thread_id=thread_id),
         "BatchGetFeedbackStats": lambda: pb.BatchGetFeedbackStatsRequest(
             thread_id=thread_id, run_ids=[run_id]
+        ),
+        "BatchGetCallerFeedback": lambda: pb.BatchGetCallerFeedbackRequest(
+            thread_id=thread_id, run_ids=[run_id]
+        ),
+        "GetThreadFeedbackStats": lambda: pb.GetThreadFeedbackStatsRequest(thread_id=thread_id),
+        "GetFeedbackTimeSeries": lambda: pb.GetFeedbackTimeSeriesRequest(
+            thread_id=thread_id,
+            bucket=pb.TIME_BUCKET_DAY,
+            start_time=Timestamp(seconds=DAY_S * 20_000),
+            end_time=Timestamp(seconds=DAY_S * 20_002),
         ),
         "StreamFeedbackChanges": lambda: pb.StreamFeedbackChangesRequest(thread_id=thread_id),
         "DeleteUserFeedback": lambda: pb.DeleteUserFeedbackRequest(user_id="nobody"),

@@ -811,3 +811,23 @@ def test_erasure_is_logged_with_the_service_and_the_user_and_never_a_comment(tmp
     access = [e for e in service.access_lines() if e["method"].endswith("/DeleteUserFeedback")]
     assert [(e["code"], e["principal_id"]) for e in access] == [("OK", "platform")]
     assert secret not in "".join(service.log)
+
+
+def test_a_change_carries_the_feedback_with_its_tags(served):
+    client, _ = served
+    register(client, "t1", "", ["r1"])
+    alice = as_user("alice")
+    created = client.feedback.CreateFeedback(
+        pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=-1, tags=["slow", "incorrect"]),
+        metadata=alice,
+    )
+    client.feedback.UpsertFeedback(
+        pb.UpsertFeedbackRequest(thread_id="t1", run_id="r1", rating=-1, tags=["other"]), metadata=alice
+    )
+    changes = read_changes(client)
+    assert [list(change.feedback.tags) for change in changes] == [["other"], ["other"]]  # as it is now
+    listed = client.feedback.ListFeedback(
+        pb.ListFeedbackRequest(thread_id="t1", run_id="r1"), metadata=as_service()
+    )
+    assert [changes[-1].feedback] == list(listed.feedback)
+    assert changes[-1].feedback.feedback_id == created.feedback_id

@@ -287,12 +287,42 @@ def test_thread_listing_spans_runs_and_only_the_callers_feedback(world):
 # --- stats ------------------------------------------------------------------------
 
 
-def test_stats_count_every_users_feedback(world):
+def test_stats_count_every_users_vote_and_leave_message_feedback_out(world):
     create(world, thread="t-shared", run="rs", rating=1)
     create(world, user=BOB, thread="t-shared", run="rs", rating=-1)
     create(world, user=as_user("carol"), thread="t-shared", run="rs", rating=1, message_id="m")
     result = stats(world, thread="t-shared", run="rs", user=BOB)
-    assert (result.run_id, result.total, result.positive, result.negative) == ("rs", 3, 2, 1)
+    assert (result.run_id, result.total, result.positive, result.negative) == ("rs", 2, 1, 1)
+    assert list(result.messages) == []
+
+
+def test_one_user_cannot_inflate_a_runs_stats_with_message_feedback(world):
+    create(world, rating=-1)
+    for i in range(5):
+        create(world, rating=1, message_id=f"m{i}")
+    result = stats(world)
+    assert (result.total, result.positive, result.negative) == (1, 0, 1)
+
+
+def test_include_messages_counts_each_message_apart_from_the_votes(world):
+    create(world, thread="t-shared", run="rs", rating=1)
+    create(world, thread="t-shared", run="rs", rating=-1, message_id="m-2")
+    create(world, user=BOB, thread="t-shared", run="rs", rating=1, message_id="m-2")
+    create(world, user=BOB, thread="t-shared", run="rs", rating=-1, message_id="m-1")
+    request = pb.GetFeedbackStatsRequest(thread_id="t-shared", run_id="rs", include_messages=True)
+    result = world.feedback.GetFeedbackStats(request, metadata=BOB)
+    assert (result.total, result.positive, result.negative) == (1, 1, 0)
+    assert [(m.message_id, m.total, m.positive, m.negative) for m in result.messages] == [
+        ("m-1", 1, 0, 1),
+        ("m-2", 2, 1, 1),
+    ]
+    request = pb.BatchGetFeedbackStatsRequest(
+        thread_id="t-shared", run_ids=["rs", "r-none", "rs"], include_messages=True
+    )
+    batch = world.feedback.BatchGetFeedbackStats(request, metadata=BOB).stats
+    assert [s.run_id for s in batch] == ["rs", "r-none", "rs"]
+    assert batch[0] == batch[2] == result
+    assert (batch[1].total, list(batch[1].messages)) == (0, [])
 
 
 def test_stats_of_an_empty_or_unknown_run_are_zero(world):
@@ -308,11 +338,12 @@ def test_batch_stats_answer_in_request_order(world):
     request = pb.BatchGetFeedbackStatsRequest(thread_id="t-alice", run_ids=["r2", "zz", "r1", "r2"])
     result = world.feedback.BatchGetFeedbackStats(request, metadata=ALICE).stats
     assert [(s.run_id, s.total, s.positive, s.negative) for s in result] == [
-        ("r2", 2, 0, 2),
+        ("r2", 1, 0, 1),
         ("zz", 0, 0, 0),
         ("r1", 1, 1, 0),
-        ("r2", 2, 0, 2),
+        ("r2", 1, 0, 1),
     ]
+    assert all(not s.messages for s in result)
 
 
 @pytest.mark.parametrize(("count", "bad"), [(0, "run_ids"), (101, "run_ids")])

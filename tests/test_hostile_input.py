@@ -20,12 +20,14 @@ import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
+from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from feedback.v1 import feedback_pb2 as pb
 from feedback_service.config import Settings
 from feedback_service.domain.pagination import encode_page_token
+from feedback_service.domain.validation import DEFAULT_TAGS
 from tests.conftest import bad_fields
 from tests.harness import (
     CLIENT_ERRORS,
@@ -201,9 +203,24 @@ other_text = weighted((2, valid_id), (2, known_ids), *_hostile_text)
 
 
 plausible_text = weighted((3, known_ids), (1, st.just("")))
+# Tags (`tags`, `tag`) mostly come from the vocabulary.
+known_tags = st.sampled_from(DEFAULT_TAGS)
+tag_text = weighted((6, known_tags), (1, st.just("")), (1, valid_id), *_hostile_text)
+TAG_FIELDS = ("tags", "tag")
+# Timestamps a client might send: bucket boundaries around the seeded
+# feedback's time, and a few that are not.
+DAY_S = 86_400
+plausible_times = st.builds(
+    lambda day, hour, nanos: Timestamp(seconds=day * DAY_S + hour * 3600, nanos=nanos),
+    st.integers(20_400, 20_800),
+    st.sampled_from([0, 0, 0, 1, 23]),
+    st.sampled_from([0, 0, 0, 1, 999_999_999]),
+)
 
 
 def string_value(name: str) -> st.SearchStrategy[str]:
+    if name in TAG_FIELDS:
+        return tag_text
     return id_text if name.endswith(("_id", "_ids")) else other_text
 
 
@@ -231,7 +248,9 @@ INT_TYPES = {
 def plausible_value(fd: FieldDescriptor) -> st.SearchStrategy | None:
     """A value a well-behaved client might send, for fields of these types."""
     if fd.type == FieldDescriptor.TYPE_STRING:
-        return plausible_text
+        return known_tags if fd.name in TAG_FIELDS else plausible_text
+    if fd.message_type is Timestamp.DESCRIPTOR:
+        return plausible_times
     if fd.type in INT_TYPES:
         return st.sampled_from([1, -1, 0] if INT_TYPES[fd.type][1] else [1, 0])
     if fd.type == FieldDescriptor.TYPE_BOOL:
@@ -364,9 +383,14 @@ def b64(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
+# The filters of the list requests; page_scope() is the scope of a list without them.
+LIST_FILTERS = ("rating", "has_comment", "tag", "created_after", "created_before", "user_id")
+
+
 def page_scope(thread_id: str, run_id: str | None, viewer: str | None) -> str:
-    """The query scope a page token is bound to, as FeedbackRules._page builds
-    it (test_forged_page_tokens_use_the_service_scope checks that it agrees)."""
+    """The query scope a page token of an unfiltered list is bound to, as
+    FeedbackRules._page builds it (test_forged_page_tokens_use_the_service_scope
+    checks that it agrees)."""
     return "\n".join((thread_id, run_id or "", viewer or ""))
 
 
@@ -432,6 +456,10 @@ def hostile_request(data: st.DataObject, path: str, caller: Caller) -> tuple[Mes
         if name in fields and not fields[name].is_repeated:
             setattr(request, name, value)
     if "page_token" in fields:
+        if data.draw(st.booleans(), label="no filters"):
+            # Unfiltered, so that the well-formed tokens below continue it.
+            for name in LIST_FILTERS:
+                request.ClearField(name)
         request.page_token = page_token(data, request, caller)
     if "request_id" in fields:
         request.request_id = data.draw(request_ids, label="request_id")
@@ -481,6 +509,13 @@ def change_cursors() -> st.SearchStrategy[str]:
 # --- 1 and 2: arbitrary requests to every RPC ----------------------------------------------------
 
 MAX_EXAMPLES = 1000
+# What a message past the receive limit may be answered with.
+OVERSIZE_ANSWERS = {
+    Code.RESOURCE_EXHAUSTED,
+    Code.UNAUTHENTICATED,
+    Code.PERMISSION_DENIED,
+    Code.INVALID_ARGUMENT,
+}
 
 
 def test_hostile_requests_get_client_errors_and_refusals_change_nothing(world: World):
@@ -515,7 +550,11 @@ def test_hostile_requests_get_client_errors_and_refusals_change_nothing(world: W
 
         status = code.name
         if request.ByteSize() > limit:
-            assert code == Code.RESOURCE_EXHAUSTED
+            # Credentials are checked before the message is read: a refusal
+            # they decide (a bad x-on-behalf-of included) comes first.
+            assert code in OVERSIZE_ANSWERS, f"{code.name}: {error.details()}"
+            if code == Code.INVALID_ARGUMENT:
+                assert named_fields(error) == ["x-on-behalf-of"]
         else:
             assert code == Code.OK or code in CLIENT_ERRORS, f"{code.name}: {error.details()}"
         statuses[status] += 1
@@ -541,6 +580,27 @@ def test_many_malformed_run_ids_get_a_readable_invalid_argument(world: World):
     assert world.snapshot() == before
     assert code == Code.INVALID_ARGUMENT, f"{code.name}: {error.details() if error else ''}"
     assert set(named_fields(error)) == {"run_ids"}
+
+
+@pytest.mark.parametrize("tag", ["é" * 100, "\U0001f44d" * 100, "\U0010ffff" * 100, "\x00" * 100])
+def test_many_long_unknown_tags_get_a_readable_invalid_argument(world: World, tag):
+    """Each unknown tag is quoted in at most 40 bytes, escapes included, and
+    the vocabulary named once: the details still fit the 8 KB of trailers a
+    client accepts."""
+    request = pb.UpsertFeedbackRequest(thread_id="t-alice", run_id="r-a1", rating=1, tags=[tag] * 100)
+    before = world.snapshot()
+    code, error = invoke(
+        world.client.channel, "/feedback.v1.FeedbackService/UpsertFeedback", request, as_user("alice")
+    )
+    assert world.snapshot() == before
+    assert code == Code.INVALID_ARGUMENT, f"{code.name}: {error.details() if error else ''}"
+    assert set(named_fields(error)) == {"tags"}
+    listing = pb.ListThreadFeedbackRequest(thread_id="t-alice", tag=tag)
+    code, error = invoke(
+        world.client.channel, "/feedback.v1.FeedbackService/ListThreadFeedback", listing, as_user("alice")
+    )
+    assert code == Code.INVALID_ARGUMENT, f"{code.name}: {error.details() if error else ''}"
+    assert named_fields(error) == ["tag"]
 
 
 def test_forged_page_tokens_use_the_service_scope(world: World):

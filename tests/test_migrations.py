@@ -4,8 +4,8 @@ end at the schema models.py describes."""
 from feedback.v1 import feedback_pb2 as pb
 from feedback_service.store.database import open_database
 from feedback_service.store.migrations import SCHEMA_VERSION, current_version, migrate
-from feedback_service.store.models import MODELS, STATS_INDEX
-from tests.harness import as_service, reset_database, running_server, server_settings
+from feedback_service.store.models import MODELS, STATS_INDEX, THREAD_VOTES_INDEX, VOTES_BY_TIME_INDEX
+from tests.harness import as_service, as_service_for, reset_database, running_server, server_settings
 
 NOW = 1_700_000_000_000_000
 
@@ -22,16 +22,17 @@ def fill_version_1(url: str) -> list[str]:
     db = open_database(url)
     assert migrate(db, target=1) == 1
     with db.connection_context(), db.atomic():
-        insert(db, "thread (thread_id, owner_user_id, created_at)", ("t1", "alice", NOW))
+        insert(db, "thread (thread_id, owner_user_id, created_at)", ("t1", "", NOW))  # shared
         insert(db, "run (run_id, thread_id, created_at)", ("r1", "t1", NOW))
         ids = []
-        for i, rating in enumerate((1, -1, 1)):
+        # Three votes, then a message-level feedback (which stats no longer count).
+        for i, (rating, message) in enumerate(((1, ""), (-1, ""), (1, ""), (1, "m1"))):
             ids.append(f"f{i}")
             insert(
                 db,
                 "feedback (feedback_id, thread_id, run_id, user_id, message_id, rating, comment,"
                 " created_at, updated_at)",
-                (f"f{i}", "t1", "r1", f"u{i}", "", rating, f"comment {i}", NOW + i, NOW + i),
+                (f"f{i}", "t1", "r1", f"u{i}", message, rating, f"comment {i}", NOW + i, NOW + i),
             )
     db.close()
     return ids
@@ -46,7 +47,10 @@ def test_migrating_a_version_1_database_keeps_every_row(database_url, tmp_path):
     assert migrate(db) == SCHEMA_VERSION
     assert migrate(db) == SCHEMA_VERSION  # idempotent
     with db.connection_context():
-        assert STATS_INDEX in {index.name for index in db.get_indexes("feedback")}
+        indexes = {index.name for index in db.get_indexes("feedback")}
+        assert {STATS_INDEX, THREAD_VOTES_INDEX, VOTES_BY_TIME_INDEX} <= indexes
+        assert "feedback_stats_covering" not in indexes  # version 2's, replaced by version 4's
+        assert [tags for (tags,) in db.execute_sql("SELECT tags FROM feedback")] == [""] * len(ids)
     db.close()
     # The service starts on the migrated database and serves the old rows.
     with running_server(server_settings(tmp_path, database_url=database_url)) as (_, client):
@@ -54,11 +58,25 @@ def test_migrating_a_version_1_database_keeps_every_row(database_url, tmp_path):
             pb.ListFeedbackRequest(thread_id="t1", run_id="r1"), metadata=as_service()
         )
         assert [f.feedback_id for f in listed.feedback] == ids
-        assert [f.comment for f in listed.feedback] == ["comment 0", "comment 1", "comment 2"]
+        assert [f.comment for f in listed.feedback] == [f"comment {i}" for i in range(4)]
+        assert all(list(f.tags) == [] for f in listed.feedback)
+        # The rows stay as they are; stats count the votes, and the message apart.
         stats = client.feedback.GetFeedbackStats(
-            pb.GetFeedbackStatsRequest(thread_id="t1", run_id="r1"), metadata=as_service()
+            pb.GetFeedbackStatsRequest(thread_id="t1", run_id="r1", include_messages=True),
+            metadata=as_service(),
         )
         assert (stats.total, stats.positive, stats.negative) == (3, 2, 1)
+        assert [(m.message_id, m.total, m.positive) for m in stats.messages] == [("m1", 1, 1)]
+        thread = client.feedback.GetThreadFeedbackStats(
+            pb.GetThreadFeedbackStatsRequest(thread_id="t1"), metadata=as_service()
+        )
+        assert (thread.total, thread.runs_with_feedback, list(thread.tags)) == (3, 1, [])
+        # Old feedback takes tags from its next upsert.
+        upserted = client.feedback.UpsertFeedback(
+            pb.UpsertFeedbackRequest(thread_id="t1", run_id="r1", rating=-1, tags=["slow"]),
+            metadata=as_service_for("u0"),
+        )
+        assert (upserted.feedback_id, list(upserted.tags)) == ("f0", ["slow"])
 
 
 def test_a_migrated_database_has_the_schema_the_models_describe(database_url):
@@ -90,9 +108,7 @@ def test_the_change_log_starts_with_the_feedback_already_stored(database_url, tm
             client.feedback.StreamFeedbackChanges(pb.StreamFeedbackChangesRequest(), metadata=as_service())
         )
     assert [(c.kind, c.feedback.feedback_id) for c in changes] == [
-        (pb.CHANGE_KIND_CREATED, ids[0]),
-        (pb.CHANGE_KIND_CREATED, ids[1]),
-        (pb.CHANGE_KIND_CREATED, ids[2]),
+        *((pb.CHANGE_KIND_CREATED, feedback_id) for feedback_id in ids),
         (pb.CHANGE_KIND_DELETED, ids[1]),
     ]
-    assert [c.feedback.comment for c in changes] == ["comment 0", "", "comment 2", ""]
+    assert [c.feedback.comment for c in changes] == ["comment 0", "", "comment 2", "comment 3", ""]

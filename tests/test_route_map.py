@@ -30,6 +30,10 @@ ORIGINAL_ROUTES = {
 NEW_ROUTES = {
     "ListThreadFeedback": ("GET", "/api/threads/{thread_id}/feedback"),
     "BatchGetFeedbackStats": ("POST", "/api/threads/{thread_id}/feedback/stats:batchGet"),
+    "BatchGetCallerFeedback": ("POST", "/api/threads/{thread_id}/feedback:batchGetCaller"),
+    "GetThreadFeedbackStats": ("GET", "/api/threads/{thread_id}/feedback/stats"),
+    # thread_id may be empty (every thread), so it is a query parameter here.
+    "GetFeedbackTimeSeries": ("GET", "/api/feedback/timeSeries"),
     "StreamFeedbackChanges": ("GET", "/api/feedback/changes"),
     "DeleteUserFeedback": ("DELETE", "/api/users/{user_id}/feedback"),
 }

@@ -1,12 +1,14 @@
 """The `feedback-service` command as operators run it: a real process, driven
 with generated stubs and with the real grpcurl binary through reflection."""
 
+import functools
 import json
 import os
 import signal
 import socket
 import subprocess
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -124,24 +126,128 @@ def test_grpcurl_walkthrough(service):
         grpcurl(
             service,
             "-d",
-            '{"thread_id": "t1", "run_id": "r1", "rating": -1}',
+            '{"thread_id": "t1", "run_id": "r1", "rating": -1, "tags": ["incorrect", "not_as_expected"]}',
             service.address,
             "feedback.v1.FeedbackService/UpsertFeedback",
             headers=user,
         )
     )
     assert upserted["feedbackId"] == created["feedbackId"]
-    stats = json.loads(
-        grpcurl(
-            service,
-            "-d",
-            '{"thread_id": "t1", "run_id": "r1"}',
-            service.address,
-            "feedback.v1.FeedbackService/GetFeedbackStats",
-            headers=user,
-        )
+    assert upserted["tags"] == ["incorrect", "not_as_expected"]
+    call = functools.partial(feedback_call, service, headers=user)
+    call("UpsertFeedback", {"thread_id": "t1", "run_id": "r1", "message_id": "m1", "rating": 1})
+    stats = call("GetFeedbackStats", {"thread_id": "t1", "run_id": "r1", "include_messages": True})
+    assert stats == {
+        "runId": "r1",
+        "total": 1,
+        "negative": 1,
+        "tags": [{"tag": "incorrect", "count": 1}, {"tag": "not_as_expected", "count": 1}],
+        "messages": [{"messageId": "m1", "total": 1, "positive": 1}],
+    }
+    filtered = call("ListThreadFeedback", {"thread_id": "t1", "rating": -1, "tag": "incorrect"})
+    assert [f["feedbackId"] for f in filtered["feedback"]] == [created["feedbackId"]]
+    mine = call("BatchGetCallerFeedback", {"thread_id": "t1", "run_ids": ["r1", "r9"]})
+    assert [run["runId"] for run in mine["runs"]] == ["r1", "r9"]
+    assert mine["runs"][0]["runFeedback"]["feedbackId"] == created["feedbackId"]
+    assert [f["messageId"] for f in mine["runs"][0]["messageFeedback"]] == ["m1"]
+    thread = call("GetThreadFeedbackStats", {"thread_id": "t1"})
+    assert (thread["total"], thread["negative"], thread["runsWithFeedback"]) == (1, 1, 1)
+    today = datetime.now(UTC).date()
+    days = {
+        "bucket": "TIME_BUCKET_DAY",
+        "start_time": f"{today - timedelta(days=1)}T00:00:00Z",
+        "end_time": f"{today + timedelta(days=1)}T00:00:00Z",
+    }
+    series = call("GetFeedbackTimeSeries", {"thread_id": "t1", **days})
+    assert series == {
+        "buckets": [
+            {"startTime": f"{today - timedelta(days=1)}T00:00:00Z"},
+            {"startTime": f"{today}T00:00:00Z", "negative": 1},
+        ]
+    }
+    assert feedback_call(service, "GetFeedbackTimeSeries", days, headers=platform) == series
+
+
+def feedback_call(service: ServiceProcess, method: str, request: dict, *, headers: tuple[str, ...]) -> dict:
+    """A FeedbackService call through grpcurl; its JSON answer."""
+    answer = grpcurl(
+        service,
+        "-d",
+        json.dumps(request),
+        service.address,
+        f"feedback.v1.FeedbackService/{method}",
+        headers=headers,
     )
-    assert stats == {"runId": "r1", "total": 1, "negative": 1}
+    return json.loads(answer)
+
+
+def serve_expecting_exit(data_dir, listen: str, *args: str) -> subprocess.CompletedProcess:
+    """`feedback-service serve` that should exit on its own; if it is still
+    running after a while, its whole process group (workers too) is killed."""
+    process = subprocess.Popen(
+        [BIN / "feedback-service", "serve", "--listen", listen, *args],
+        env=service_env(data_dir),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, stderr = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        _, stderr = process.communicate()
+        pytest.fail(f"serve on {listen} kept running: {stderr}")
+    return subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
+
+
+def assert_refused_in_one_line(result: subprocess.CompletedProcess, listen: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert listen in lines[0] and "--listen" in lines[0] and "FEEDBACK_LISTEN" in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args", [(), ("--workers", "2")], ids=["one process", "workers"])
+def test_a_busy_port_is_one_line_naming_it_and_a_failure(tmp_path, args):
+    with socket.socket() as occupant:
+        occupant.bind(("127.0.0.1", 0))
+        occupant.listen()
+        listen = f"127.0.0.1:{occupant.getsockname()[1]}"
+        result = serve_expecting_exit(tmp_path / "data", listen, *args)
+    assert_refused_in_one_line(result, listen)
+
+
+def test_workers_do_not_join_another_servers_port(tmp_path):
+    # SO_REUSEPORT would let a second server's workers bind beside the first
+    # one's and silently take a share of its connections.
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        listen = f"127.0.0.1:{free.getsockname()[1]}"
+    first = ServiceProcess(tmp_path / "first", "--workers", "2", listen=listen, servers=2)
+    try:
+        result = serve_expecting_exit(tmp_path / "second", listen, "--workers", "2")
+    finally:
+        assert first.terminate() == 0
+    assert_refused_in_one_line(result, listen)
+
+
+def test_grpcurl_change_feed_request_ids_and_erasure(service):
+    platform = (f"x-service-token: {SERVICE_TOKEN}",)
+    user = (f"authorization: Bearer {service.token('alice')}",)
+    register_call = functools.partial(grpcurl, service, headers=platform)
+    register_call(
+        "-d",
+        '{"thread_id": "t1", "owner_user_id": "alice"}',
+        service.address,
+        "feedback.v1.ThreadRegistry/RegisterThread",
+    )
+    register_call(
+        "-d", '{"thread_id": "t1", "run_id": "r1"}', service.address, "feedback.v1.ThreadRegistry/RegisterRun"
+    )
+    call = functools.partial(feedback_call, service, headers=user)
+    created = call("CreateFeedback", {"thread_id": "t1", "run_id": "r1", "rating": 1, "comment": "helpful"})
+    upserted = call("UpsertFeedback", {"thread_id": "t1", "run_id": "r1", "rating": -1})
     # A create with a request_id, sent twice, answers the same feedback twice.
     request_id = str(uuid.uuid4())
     retried = [
@@ -217,54 +323,3 @@ def stream(output: str) -> list[dict]:
         value, position = decoder.raw_decode(output, position)
         objects.append(value)
     return objects
-
-
-def serve_expecting_exit(data_dir, listen: str, *args: str) -> subprocess.CompletedProcess:
-    """`feedback-service serve` that should exit on its own; if it is still
-    running after a while, its whole process group (workers too) is killed."""
-    process = subprocess.Popen(
-        [BIN / "feedback-service", "serve", "--listen", listen, *args],
-        env=service_env(data_dir),
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        _, stderr = process.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        _, stderr = process.communicate()
-        pytest.fail(f"serve on {listen} kept running: {stderr}")
-    return subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
-
-
-def assert_refused_in_one_line(result: subprocess.CompletedProcess, listen: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert listen in lines[0] and "--listen" in lines[0] and "FEEDBACK_LISTEN" in lines[0], lines[0]
-
-
-@pytest.mark.parametrize("args", [(), ("--workers", "2")], ids=["one process", "workers"])
-def test_a_busy_port_is_one_line_naming_it_and_a_failure(tmp_path, args):
-    with socket.socket() as occupant:
-        occupant.bind(("127.0.0.1", 0))
-        occupant.listen()
-        listen = f"127.0.0.1:{occupant.getsockname()[1]}"
-        result = serve_expecting_exit(tmp_path / "data", listen, *args)
-    assert_refused_in_one_line(result, listen)
-
-
-def test_workers_do_not_join_another_servers_port(tmp_path):
-    # SO_REUSEPORT would let a second server's workers bind beside the first
-    # one's and silently take a share of its connections.
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        listen = f"127.0.0.1:{free.getsockname()[1]}"
-    first = ServiceProcess(tmp_path / "first", "--workers", "2", listen=listen, servers=2)
-    try:
-        result = serve_expecting_exit(tmp_path / "second", listen, "--workers", "2")
-    finally:
-        assert first.terminate() == 0
-    assert_refused_in_one_line(result, listen)

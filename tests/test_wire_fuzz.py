@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
+from feedback_service.domain.validation import DEFAULT_TAGS
 from tests.conftest import backend_url
 from tests.harness import (
     CLIENT_ERRORS,
@@ -218,7 +219,9 @@ def valid_request(data: st.DataObject, path: str) -> Message:
         "comment": data.draw(st.sampled_from(COMMENTS), label="comment"),
         "page_size": data.draw(st.integers(0, 3), label="page_size"),
         "service": data.draw(st.sampled_from(["", "feedback.v1.FeedbackService"]), label="service"),
-        "user_id": data.draw(st.sampled_from(USERS), label="user_id"),
+        "tags": data.draw(st.lists(st.sampled_from(DEFAULT_TAGS), max_size=3, unique=True), label="tags"),
+        "tag": data.draw(st.sampled_from(["", *DEFAULT_TAGS]), label="tag"),
+        "user_id": data.draw(st.sampled_from(["", *USERS]), label="user_id"),
         "request_id": data.draw(st.sampled_from(["", *REQUEST_IDS]), label="request_id"),
         "after_cursor": "",
         "follow": data.draw(st.booleans(), label="follow"),

@@ -8,16 +8,25 @@ work still queued when it passes is dropped.
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter
 
 from feedback_service.domain.access import Access
-from feedback_service.domain.errors import NotFound
+from feedback_service.domain.errors import FailedPrecondition, NotFound, PermissionDenied
 from feedback_service.domain.pagination import decode_page_token, encode_page_token, within_budget
-from feedback_service.domain.records import FeedbackDraft, FeedbackRow, RequestClaim, RunStats
-from feedback_service.domain.validation import Checker
+from feedback_service.domain.records import (
+    BucketCount,
+    CallerRunFeedback,
+    FeedbackDraft,
+    FeedbackRow,
+    ListFilter,
+    RequestClaim,
+    RunStats,
+    ThreadStats,
+)
+from feedback_service.domain.validation import DEFAULT_TAGS, Checker
 from feedback_service.store import queries
 from feedback_service.store.database import Store
 
@@ -27,6 +36,16 @@ FEEDBACK_WRITTEN = Counter(
 RATING_LABELS = {1: "positive", -1: "negative"}
 log = logging.getLogger(__name__)
 
+# BatchGetCallerFeedback answers at most this many feedback (and at most the
+# page byte budget): a thread view asks for a page of runs, not for everything.
+MAX_CALLER_FEEDBACK = 1000
+
+# Time series buckets: their width in microseconds, and how many one request
+# may span (31 days of hours, a leap year of days).
+HOUR_US = 3600 * 1_000_000
+BUCKET_WIDTHS = {"hour": HOUR_US, "day": 24 * HOUR_US}
+MAX_BUCKETS = {"hour": 744, "day": 366}
+
 
 @dataclass(frozen=True, slots=True)
 class Page:
@@ -35,8 +54,9 @@ class Page:
 
 
 class FeedbackRules:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, tags: Sequence[str] = DEFAULT_TAGS) -> None:
         self._store = store
+        self._tags = tuple(tags)  # the vocabulary of tags, in its configured order
 
     async def create(
         self,
@@ -47,6 +67,7 @@ class FeedbackRules:
         rating: int,
         comment: str,
         message_id: str,
+        tags: Sequence[str],
         request_id: str = "",
         deadline: float | None,
     ) -> FeedbackRow:
@@ -54,8 +75,8 @@ class FeedbackRules:
         message). A repeat of a request_id returns the first call's feedback."""
         check = Checker()
         request_id = check.request_id(request_id)
-        draft = _draft(access, thread_id, run_id, rating, comment, message_id, check)
-        fields = (thread_id, run_id, message_id, rating, comment)
+        draft = self._draft(access, thread_id, run_id, rating, comment, message_id, tags, check)
+        fields = (thread_id, run_id, message_id, rating, comment, list(draft.tags))
         request = _request(access, request_id, "CreateFeedback", *fields)
         return await self._write(access, draft, queries.create_feedback, "CreateFeedback", deadline, request)
 
@@ -68,10 +89,11 @@ class FeedbackRules:
         rating: int,
         comment: str,
         message_id: str,
+        tags: Sequence[str],
         deadline: float | None,
     ) -> FeedbackRow:
-        """Creates or replaces the caller's feedback on that run (or message)."""
-        draft = _draft(access, thread_id, run_id, rating, comment, message_id)
+        """Creates or replaces the caller's feedback on that run (or message), tags included."""
+        draft = self._draft(access, thread_id, run_id, rating, comment, message_id, tags)
         return await self._write(access, draft, queries.upsert_feedback, "UpsertFeedback", deadline)
 
     async def _write(
@@ -95,25 +117,70 @@ class FeedbackRules:
         run_id: str,
         page_size: int,
         page_token: str,
+        rating: int,
+        has_comment: bool | None,
+        tag: str,
+        created_after: tuple[int, int] | None,
+        created_before: tuple[int, int] | None,
+        user_id: str,
         deadline: float | None,
     ) -> Page:
-        """One page of feedback on a run, oldest first."""
+        """One page of the feedback on a run that the filters keep, oldest first.
+        `created_after` and `created_before` are Timestamps' (seconds, nanos)."""
         check = Checker()
         check.id("thread_id", thread_id)
         check.id("run_id", run_id)
         size = check.page_size(page_size)
+        kept = self._list_filter(check, rating, has_comment, tag, created_after, created_before, user_id)
         check.done()
-        return await self._page(access, thread_id, run_id, size, page_token, deadline)
+        return await self._page(access, thread_id, run_id, size, page_token, kept, deadline)
 
     async def list_thread(
-        self, access: Access, *, thread_id: str, page_size: int, page_token: str, deadline: float | None
+        self,
+        access: Access,
+        *,
+        thread_id: str,
+        page_size: int,
+        page_token: str,
+        rating: int,
+        has_comment: bool | None,
+        tag: str,
+        created_after: tuple[int, int] | None,
+        created_before: tuple[int, int] | None,
+        user_id: str,
+        deadline: float | None,
     ) -> Page:
-        """One page of feedback on every run of a thread, oldest first."""
+        """One page of the feedback on every run of a thread that the filters
+        keep, oldest first."""
         check = Checker()
         check.id("thread_id", thread_id)
         size = check.page_size(page_size)
+        kept = self._list_filter(check, rating, has_comment, tag, created_after, created_before, user_id)
         check.done()
-        return await self._page(access, thread_id, None, size, page_token, deadline)
+        return await self._page(access, thread_id, None, size, page_token, kept, deadline)
+
+    def _list_filter(
+        self,
+        check: Checker,
+        rating: int,
+        has_comment: bool | None,
+        tag: str,
+        created_after: tuple[int, int] | None,
+        created_before: tuple[int, int] | None,
+        user_id: str,
+    ) -> ListFilter:
+        after = check.timestamp("created_after", created_after)
+        before = check.timestamp("created_before", created_before)
+        if after is not None and before is not None and after >= before:
+            check.fail("created_before", "must be later than created_after")
+        return ListFilter(
+            rating=check.rating_filter(rating),
+            has_comment=has_comment,
+            tag=check.tag(tag, self._tags),
+            created_after=after,
+            created_before=before,
+            user_id=check.id("user_id", user_id, required=False),
+        )
 
     async def _page(
         self,
@@ -122,20 +189,31 @@ class FeedbackRules:
         run_id: str | None,
         size: int,
         token: str,
+        kept: ListFilter,
         deadline: float | None,
     ) -> Page:
-        # A user sees only their own feedback; a service acting as itself sees all.
+        # A user sees only their own feedback; a service acting as itself sees
+        # all, or one user's with the user_id filter.
         viewer = access.user_id
-        # Newlines cannot occur in ids, so distinct queries never share a scope.
+        if kept.user_id and viewer is not None:
+            if kept.user_id != viewer:
+                raise PermissionDenied("only a service acting as itself may list another user's feedback")
+            kept = kept._replace(user_id="")  # their own, as without the filter
+        # Newlines cannot occur in ids, so distinct queries never share a scope;
+        # a filtered query's scope adds its filter, an unfiltered one's is as it
+        # was before filters existed.
         scope = "\n".join((thread_id, run_id or "", viewer or ""))
+        if kept != ListFilter():
+            scope += f"\n{kept!r}"
         after_id = decode_page_token(scope, token)
         owner, rows = await self._store.read(
             queries.feedback_page,
             thread_id,
             run_id,
-            viewer,
+            viewer or kept.user_id or None,
             after_id,
             size + 1,
+            kept,
             access.checks_thread,
             deadline=deadline,
         )
@@ -148,34 +226,149 @@ class FeedbackRules:
         return Page(rows, encode_page_token(scope, rows[-1].id))
 
     async def stats_for_run(
-        self, access: Access, *, thread_id: str, run_id: str, deadline: float | None
+        self,
+        access: Access,
+        *,
+        thread_id: str,
+        run_id: str,
+        include_messages: bool,
+        deadline: float | None,
     ) -> RunStats:
-        """Every user's feedback on one run, counted."""
+        """The votes on one run (every user's run-level feedback) and their
+        tags; with include_messages, the message-level feedback per message."""
         check = Checker()
         check.id("thread_id", thread_id)
         check.id("run_id", run_id)
         check.done()
-        (stats,) = await self._stats(access, thread_id, [run_id], deadline)
+        (stats,) = await self._stats(access, thread_id, [run_id], include_messages, deadline)
         return stats
 
     async def stats_for_runs(
-        self, access: Access, *, thread_id: str, run_ids: list[str], deadline: float | None
+        self,
+        access: Access,
+        *,
+        thread_id: str,
+        run_ids: list[str],
+        include_messages: bool,
+        deadline: float | None,
     ) -> list[RunStats]:
-        """Every user's feedback on each of up to 100 runs, in request order."""
+        """The same for each of up to 100 runs, in request order."""
         check = Checker()
         check.id("thread_id", thread_id)
         check.run_ids(run_ids)
         check.done()
-        return await self._stats(access, thread_id, run_ids, deadline)
+        return await self._stats(access, thread_id, run_ids, include_messages, deadline)
 
     async def _stats(
-        self, access: Access, thread_id: str, run_ids: list[str], deadline: float | None
+        self,
+        access: Access,
+        thread_id: str,
+        run_ids: list[str],
+        include_messages: bool,
+        deadline: float | None,
     ) -> list[RunStats]:
         owner, counted = await self._store.read(
-            queries.stats_for_runs, thread_id, run_ids, access.checks_thread, deadline=deadline
+            queries.stats_for_runs,
+            thread_id,
+            run_ids,
+            include_messages,
+            access.checks_thread,
+            deadline=deadline,
         )
         access.check_thread(thread_id, owner)
         return [counted[run_id] for run_id in run_ids]
+
+    async def caller_feedback(
+        self, access: Access, *, thread_id: str, run_ids: list[str], deadline: float | None
+    ) -> list[CallerRunFeedback]:
+        """The caller's run-level and message-level feedback on each of up to
+        100 runs, in request order; FAILED_PRECONDITION past
+        MAX_CALLER_FEEDBACK feedback or the page byte budget."""
+        check = Checker()
+        check.id("thread_id", thread_id)
+        check.run_ids(run_ids)
+        check.done()
+        user = access.acting_user()
+        owner, rows = await self._store.read(
+            queries.caller_feedback,
+            thread_id,
+            user,
+            run_ids,
+            MAX_CALLER_FEEDBACK + 1,
+            access.checks_thread,
+            deadline=deadline,
+        )
+        access.check_thread(thread_id, owner)
+        if len(rows) > MAX_CALLER_FEEDBACK or within_budget([row.comment for row in rows]) < len(rows):
+            raise FailedPrecondition(
+                f"your feedback on these runs passes {MAX_CALLER_FEEDBACK} feedback or 1 MiB: "
+                "ask for fewer runs, or page through a run's with ListFeedback"
+            )
+        # The unique key allows one run-level feedback per user and run.
+        run_level: dict[str, FeedbackRow] = {}
+        message_level: dict[str, list[FeedbackRow]] = {}
+        for row in rows:  # oldest first
+            if row.message_id:
+                message_level.setdefault(row.run_id, []).append(row)
+            else:
+                run_level[row.run_id] = row
+        return [
+            CallerRunFeedback(run_id, run_level.get(run_id), message_level.get(run_id, []))
+            for run_id in run_ids
+        ]
+
+    async def thread_stats(self, access: Access, *, thread_id: str, deadline: float | None) -> ThreadStats:
+        """The votes on every run of a thread, their tags, and the runs voted on."""
+        check = Checker()
+        check.id("thread_id", thread_id)
+        check.done()
+        owner, stats = await self._store.read(
+            queries.thread_stats, thread_id, access.checks_thread, deadline=deadline
+        )
+        access.check_thread(thread_id, owner)
+        return stats
+
+    async def time_series(
+        self,
+        access: Access,
+        *,
+        thread_id: str,
+        bucket: str,
+        start_time: tuple[int, int] | None,
+        end_time: tuple[int, int] | None,
+        deadline: float | None,
+    ) -> list[BucketCount]:
+        """The votes first given in each `bucket` ("hour" or "day") of
+        [start_time, end_time), empty buckets included; an empty thread_id
+        counts every thread (only for a service acting as itself)."""
+        check = Checker()
+        check.id("thread_id", thread_id, required=False)
+        width = BUCKET_WIDTHS.get(bucket)
+        if width is None:
+            check.fail("bucket", "must be TIME_BUCKET_HOUR or TIME_BUCKET_DAY")
+        start = check.timestamp("start_time", start_time, required=True)
+        end = check.timestamp("end_time", end_time, required=True)
+        if width is not None and start is not None and end is not None:
+            unit = "a whole hour (UTC)" if bucket == "hour" else "midnight UTC"
+            if start % width:
+                check.fail("start_time", f"must be {unit}")
+            if end % width:
+                check.fail("end_time", f"must be {unit}")
+            if end <= start:
+                check.fail("end_time", "must be later than start_time")
+            elif (end - start) // width > MAX_BUCKETS[bucket]:
+                check.fail("end_time", f"must be at most {MAX_BUCKETS[bucket]} {bucket}s after start_time")
+        check.done()  # so width, start and end are set from here on
+        if not thread_id and access.user_id is not None:
+            raise PermissionDenied("only a service acting as itself may count every thread; name a thread_id")
+        checked = access.checks_thread and bool(thread_id)
+        owner, counted = await self._store.read(
+            queries.time_series, thread_id or None, start, end, width, checked, deadline=deadline
+        )
+        if thread_id:
+            access.check_thread(thread_id, owner)
+        by_start = {count.start: count for count in counted}
+        return [by_start.get(at, BucketCount(at, 0, 0)) for at in range(start, end, width)]
 
     async def delete(
         self,
@@ -245,24 +438,28 @@ class FeedbackRules:
         log.info("erased %d feedback of user %s for service %s", erased, user_id, access.caller)
         return erased
 
-
-def _draft(
-    access: Access,
-    thread_id: str,
-    run_id: str,
-    rating: int,
-    comment: str,
-    message_id: str,
-    check: Checker | None = None,
-) -> FeedbackDraft:
-    check = check or Checker()
-    check.id("thread_id", thread_id)
-    check.id("run_id", run_id)
-    check.rating(rating)
-    check.comment(comment)
-    check.id("message_id", message_id, required=False)
-    check.done()
-    return FeedbackDraft(thread_id, run_id, access.acting_user(), message_id, rating, comment)
+    def _draft(
+        self,
+        access: Access,
+        thread_id: str,
+        run_id: str,
+        rating: int,
+        comment: str,
+        message_id: str,
+        tags: Sequence[str],
+        check: Checker | None = None,
+    ) -> FeedbackDraft:
+        check = check or Checker()
+        check.id("thread_id", thread_id)
+        check.id("run_id", run_id)
+        check.rating(rating)
+        check.comment(comment)
+        check.id("message_id", message_id, required=False)
+        checked_tags = check.tags(tags, self._tags)
+        check.done()
+        return FeedbackDraft(
+            thread_id, run_id, access.acting_user(), message_id, rating, comment, checked_tags
+        )
 
 
 def _request(access: Access, request_id: str, method: str, *fields: object) -> RequestClaim | None:

@@ -22,8 +22,9 @@ PAGE_BYTE_BUDGET = 1024 * 1024
 # at most: five ASCII ids of up to 128 characters (tag, 2-byte length, 128
 # bytes each: 655), the rating (-1 is a 10-byte varint, plus its tag: 11),
 # two Timestamps (tag, length, 11-byte seconds, 6-byte nanos: 38), the
-# comment's tag and length (4), and the repeated field's tag and length (4).
-FEEDBACK_OVERHEAD_BYTES = 655 + 11 + 38 + 4 + 4
+# comment's tag and length (4), the repeated field's tag and length (4), and
+# six tags of up to 32 ASCII characters (tag, length, 32 bytes each: 204).
+FEEDBACK_OVERHEAD_BYTES = 655 + 11 + 38 + 4 + 4 + 204
 
 
 def within_budget(comments: list[str], budget: int = PAGE_BYTE_BUDGET) -> int:

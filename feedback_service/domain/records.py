@@ -8,6 +8,9 @@ from typing import NamedTuple
 # Every id (thread, run, message, feedback, user) is at most this long: the
 # validation pattern, the database columns and the proto comments agree on it.
 ID_MAX_LENGTH = 128
+# Tags: names of at most TAG_MAX_LENGTH characters, at most TAGS_MAX per feedback.
+TAG_MAX_LENGTH = 32
+TAGS_MAX = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +23,7 @@ class FeedbackDraft:
     message_id: str
     rating: int
     comment: str
+    tags: tuple[str, ...] = ()
 
 
 class FeedbackRow(NamedTuple):
@@ -35,14 +39,72 @@ class FeedbackRow(NamedTuple):
     comment: str
     created_at: int  # microseconds since the Unix epoch, UTC
     updated_at: int
+    tags: tuple[str, ...]  # in the order given
+
+
+class ListFilter(NamedTuple):
+    """What a list keeps, already validated; None (or '') keeps everything."""
+
+    rating: int | None = None
+    has_comment: bool | None = None
+    tag: str = ""
+    created_after: int | None = None  # microseconds, inclusive
+    created_before: int | None = None  # microseconds, exclusive
+    user_id: str = ""  # a service's filter on one user
+
+
+class TagCount(NamedTuple):
+    tag: str
+    count: int
+
+
+class MessageStats(NamedTuple):
+    """Every user's feedback on one message of a run, counted."""
+
+    message_id: str
+    total: int
+    positive: int
+    negative: int
 
 
 @dataclass(frozen=True, slots=True)
 class RunStats:
-    """Counts of every user's feedback on one run."""
+    """The votes on one run (run-level feedback, one per user), their tags
+    sorted by tag, and, when asked for, the message-level feedback per message."""
 
     run_id: str
     total: int
+    positive: int
+    negative: int
+    tags: tuple[TagCount, ...] = ()
+    messages: tuple[MessageStats, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadStats:
+    """The votes on every run of a thread, their tags, and the runs voted on."""
+
+    thread_id: str
+    total: int
+    positive: int
+    negative: int
+    tags: tuple[TagCount, ...]
+    runs_with_feedback: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallerRunFeedback:
+    """One user's feedback on one run: run-level (None if none), and per message."""
+
+    run_id: str
+    run_feedback: FeedbackRow | None
+    message_feedback: list[FeedbackRow]
+
+
+class BucketCount(NamedTuple):
+    """The votes first given in one time bucket."""
+
+    start: int  # microseconds, UTC
     positive: int
     negative: int
 
@@ -80,8 +142,9 @@ class ChangeRow(NamedTuple):
     """One change of the change log, with the feedback as it is when read.
 
     `position` orders the log: positions are dense and in commit order. The
-    feedback's rating, comment and timestamps are None when it no longer
-    exists (a DELETED change, or an older change of feedback deleted since).
+    feedback's rating, comment and timestamps are None (and its tags empty)
+    when it no longer exists (a DELETED change, or an older change of
+    feedback deleted since).
     """
 
     position: int
@@ -96,6 +159,7 @@ class ChangeRow(NamedTuple):
     comment: str | None
     created_at: int | None
     updated_at: int | None
+    tags: tuple[str, ...]  # () once the feedback no longer exists
 
 
 @dataclass(frozen=True, slots=True)

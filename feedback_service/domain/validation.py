@@ -1,9 +1,10 @@
 """Request field checks. Each returns the cleaned value or raises InvalidArgument."""
 
 import re
+from collections.abc import Sequence
 
-from feedback_service.domain.errors import FieldViolation, InvalidArgument
-from feedback_service.domain.records import ID_MAX_LENGTH
+from feedback_service.domain.errors import FieldViolation, InvalidArgument, echoed
+from feedback_service.domain.records import ID_MAX_LENGTH, TAG_MAX_LENGTH, TAGS_MAX
 
 ID_PATTERN = re.compile(rf"[A-Za-z0-9._:@|-]{{1,{ID_MAX_LENGTH}}}")
 ID_RULE = f"1 to {ID_MAX_LENGTH} characters from A-Z a-z 0-9 . _ : @ | -"
@@ -12,6 +13,14 @@ RATINGS = (1, -1)
 MAX_BATCH_RUNS = 100
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# A tag name in the vocabulary (FEEDBACK_TAGS): no commas, which join a
+# feedback's tags in storage.
+TAG_PATTERN = re.compile(rf"[a-z0-9_]{{1,{TAG_MAX_LENGTH}}}")
+TAG_RULE = f"1 to {TAG_MAX_LENGTH} characters from a-z 0-9 _"
+# The vocabulary when FEEDBACK_TAGS is unset: the original router's reasons.
+DEFAULT_TAGS = ("incorrect", "not_as_expected", "slow", "style_tone", "safety_legal", "other")
+# google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
 
 
 # A request_id (AIP-155): a UUID in its usual 8-4-4-4-12 hex form, any case.
@@ -45,6 +54,46 @@ class Checker:
             self.fail("rating", "must be 1 (thumbs up) or -1 (thumbs down)")
         return value
 
+    def rating_filter(self, value: int) -> int | None:
+        """None for 0 (both ratings)."""
+        if value not in (0, *RATINGS):
+            self.fail("rating", "must be 1 (thumbs up), -1 (thumbs down) or 0 (both)")
+        return value or None
+
+    def tags(self, values: Sequence[str], vocabulary: Sequence[str]) -> tuple[str, ...]:
+        if len(values) > TAGS_MAX:
+            self.fail("tags", f"must hold at most {TAGS_MAX} tags")
+        seen: set[str] = set()
+        known = vocabulary  # named once, with the first unknown tag
+        for index, value in enumerate(values):
+            if value not in vocabulary:
+                self.fail(f"tags[{index}]", _unknown_tag(value, known))
+                known = ()
+            elif value in seen:
+                self.fail(f"tags[{index}]", f"repeats tag {_shown_tag(value)}")
+            seen.add(value)
+        return tuple(values)
+
+    def tag(self, value: str, vocabulary: Sequence[str]) -> str:
+        """One tag to filter by; '' for none."""
+        if value and value not in vocabulary:
+            self.fail("tag", _unknown_tag(value, vocabulary))
+        return value
+
+    def timestamp(self, field: str, value: tuple[int, int] | None, *, required: bool = False) -> int | None:
+        """A google.protobuf.Timestamp's (seconds, nanos) as microseconds,
+        rounded up (a bound given in nanoseconds keeps its meaning); None when
+        unset and not required."""
+        if value is None:
+            if required:
+                self.fail(field, "is required")
+            return None
+        seconds, nanos = value
+        if not (TIMESTAMP_SECONDS[0] <= seconds <= TIMESTAMP_SECONDS[1] and 0 <= nanos < 1_000_000_000):
+            self.fail(field, "must be a valid timestamp, from year 1 to year 9999")
+            return None
+        return seconds * 1_000_000 + -(-nanos // 1000)
+
     def comment(self, value: str) -> str:
         if len(value) > COMMENT_MAX_LENGTH:
             self.fail("comment", f"must be at most {COMMENT_MAX_LENGTH} characters")
@@ -75,3 +124,36 @@ class Checker:
     def done(self) -> None:
         if self.violations:
             raise InvalidArgument(self.violations)
+
+
+# At most this many bytes of a caller's tag are quoted: a request may hold many
+# bad tags, and error details travel in trailers that clients cap at 8 KB.
+TAG_QUOTE_BYTES = 40
+
+
+def _shown_tag(value: str) -> str:
+    """A caller's tag as a message quotes it, its escapes counted: every
+    valid tag fits whole, a longer or stranger value is cut (with an ellipsis)."""
+    shown = value[:TAG_QUOTE_BYTES]
+    while len(echoed(shown).encode()) > TAG_QUOTE_BYTES + 2:  # + the quotes
+        shown = shown[:-1]
+    return echoed(shown) + ("\u2026" if shown != value else "")
+
+
+def _unknown_tag(value: str, vocabulary: Sequence[str]) -> str:
+    known = f"; known tags: {', '.join(vocabulary)}" if vocabulary else ""
+    return f"unknown tag {_shown_tag(value)}{known}"
+
+
+def vocabulary(spec: str) -> tuple[str, ...]:
+    """The tag vocabulary from `name,name2,...` (FEEDBACK_TAGS); ValueError
+    names what is wrong with it."""
+    tags = tuple(name.strip() for name in spec.split(",") if name.strip())
+    if not tags:
+        raise ValueError("FEEDBACK_TAGS names no tag")
+    for name in tags:
+        if not TAG_PATTERN.fullmatch(name):
+            raise ValueError(f"FEEDBACK_TAGS: tag {echoed(name)} must be {TAG_RULE}")
+    if len(set(tags)) != len(tags):
+        raise ValueError("FEEDBACK_TAGS names a tag twice")
+    return tags

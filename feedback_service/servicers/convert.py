@@ -3,11 +3,23 @@
 import time
 
 import grpc
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from feedback.v1 import feedback_pb2, thread_registry_pb2
 from feedback_service.domain.changes import Change
-from feedback_service.domain.records import FeedbackRow, RunRecord, RunStats, ThreadRecord
+from feedback_service.domain.records import (
+    BucketCount,
+    CallerRunFeedback,
+    FeedbackRow,
+    RunRecord,
+    RunStats,
+    ThreadRecord,
+    ThreadStats,
+)
+
+# TimeBucket values -> the domain's bucket names ('' for anything else).
+BUCKETS = {feedback_pb2.TIME_BUCKET_HOUR: "hour", feedback_pb2.TIME_BUCKET_DAY: "day"}
 
 
 def deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -24,7 +36,7 @@ def timestamp(micros: int) -> Timestamp:
 def _fill(message: feedback_pb2.Feedback, row: FeedbackRow) -> feedback_pb2.Feedback:
     """Sets the fields of a Feedback in place from a row. Timestamps are set
     field by field, a quarter faster than from dicts (a list pays it 200 times)."""
-    _, feedback_id, thread_id, run_id, user_id, message_id, rating, comment, created, updated = row
+    _, feedback_id, thread_id, run_id, user_id, message_id, rating, comment, created, updated, tags = row
     message.feedback_id = feedback_id
     message.thread_id = thread_id
     message.run_id = run_id
@@ -38,7 +50,21 @@ def _fill(message: feedback_pb2.Feedback, row: FeedbackRow) -> feedback_pb2.Feed
     at = message.updated_at
     at.seconds, micros = divmod(updated, 1_000_000)
     at.nanos = micros * 1000
+    message.tags.extend(tags)
     return message
+
+
+def optional_time(message: Message, field: str) -> tuple[int, int] | None:
+    """A Timestamp field as (seconds, nanos), unchecked; None when unset."""
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    return value.seconds, value.nanos
+
+
+def optional_bool(message: Message, field: str) -> bool | None:
+    """An `optional bool` field; None when unset."""
+    return getattr(message, field) if message.HasField(field) else None
 
 
 def feedback_message(row: FeedbackRow) -> feedback_pb2.Feedback:
@@ -54,10 +80,52 @@ def feedback_page(response, rows: list[FeedbackRow]):
     return response
 
 
+def stats_fields(stats: RunStats) -> dict:
+    """Keyword arguments of a FeedbackStats message."""
+    return {
+        "run_id": stats.run_id,
+        "total": stats.total,
+        "positive": stats.positive,
+        "negative": stats.negative,
+        "tags": [{"tag": tag, "count": count} for tag, count in stats.tags],
+        "messages": [m._asdict() for m in stats.messages],
+    }
+
+
 def stats_message(stats: RunStats) -> feedback_pb2.FeedbackStats:
-    return feedback_pb2.FeedbackStats(
-        run_id=stats.run_id, total=stats.total, positive=stats.positive, negative=stats.negative
+    return feedback_pb2.FeedbackStats(**stats_fields(stats))
+
+
+def caller_feedback_response(entries: list[CallerRunFeedback]) -> feedback_pb2.BatchGetCallerFeedbackResponse:
+    response = feedback_pb2.BatchGetCallerFeedbackResponse()
+    add = response.runs.add
+    for entry in entries:
+        run = add(run_id=entry.run_id)
+        if entry.run_feedback is not None:
+            _fill(run.run_feedback, entry.run_feedback)
+        add_message = run.message_feedback.add
+        for row in entry.message_feedback:
+            _fill(add_message(), row)
+    return response
+
+
+def thread_stats_message(stats: ThreadStats) -> feedback_pb2.ThreadFeedbackStats:
+    return feedback_pb2.ThreadFeedbackStats(
+        thread_id=stats.thread_id,
+        total=stats.total,
+        positive=stats.positive,
+        negative=stats.negative,
+        tags=[{"tag": tag, "count": count} for tag, count in stats.tags],
+        runs_with_feedback=stats.runs_with_feedback,
     )
+
+
+def time_series_response(buckets: list[BucketCount]) -> feedback_pb2.GetFeedbackTimeSeriesResponse:
+    response = feedback_pb2.GetFeedbackTimeSeriesResponse()
+    add = response.buckets.add
+    for bucket in buckets:
+        add(start_time=timestamp(bucket.start), positive=bucket.positive, negative=bucket.negative)
+    return response
 
 
 def thread_message(record: ThreadRecord) -> thread_registry_pb2.Thread:
@@ -91,6 +159,7 @@ def change_message(change: Change) -> feedback_pb2.FeedbackChange:
             comment=row.comment,
             created_at=timestamp(row.created_at),
             updated_at=timestamp(row.updated_at),
+            tags=row.tags,
         )
     return feedback_pb2.FeedbackChange(
         cursor=change.cursor,

@@ -13,11 +13,17 @@ from feedback_service.auth.access import current_access
 from feedback_service.domain.changes import ChangeFeed
 from feedback_service.domain.feedback import FeedbackRules
 from feedback_service.servicers.convert import (
+    BUCKETS,
+    caller_feedback_response,
     change_message,
     deadline,
     feedback_message,
     feedback_page,
+    optional_bool,
+    optional_time,
     stats_message,
+    thread_stats_message,
+    time_series_response,
 )
 
 Context = grpc.aio.ServicerContext
@@ -36,6 +42,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             rating=request.rating,
             comment=request.comment,
             message_id=request.message_id,
+            tags=request.tags,
             request_id=request.request_id,
             deadline=deadline(context),
         )
@@ -49,6 +56,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             rating=request.rating,
             comment=request.comment,
             message_id=request.message_id,
+            tags=request.tags,
             deadline=deadline(context),
         )
         return feedback_message(row)
@@ -62,6 +70,12 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             run_id=request.run_id,
             page_size=request.page_size,
             page_token=request.page_token,
+            rating=request.rating,
+            has_comment=optional_bool(request, "has_comment"),
+            tag=request.tag,
+            created_after=optional_time(request, "created_after"),
+            created_before=optional_time(request, "created_before"),
+            user_id=request.user_id,
             deadline=deadline(context),
         )
         return feedback_page(pb.ListFeedbackResponse(next_page_token=page.next_page_token), page.feedback)
@@ -74,6 +88,12 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             thread_id=request.thread_id,
             page_size=request.page_size,
             page_token=request.page_token,
+            rating=request.rating,
+            has_comment=optional_bool(request, "has_comment"),
+            tag=request.tag,
+            created_after=optional_time(request, "created_after"),
+            created_before=optional_time(request, "created_before"),
+            user_id=request.user_id,
             deadline=deadline(context),
         )
         return feedback_page(
@@ -87,6 +107,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             current_access.get(),
             thread_id=request.thread_id,
             run_id=request.run_id,
+            include_messages=request.include_messages,
             deadline=deadline(context),
         )
         return stats_message(stats)
@@ -98,6 +119,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             current_access.get(),
             thread_id=request.thread_id,
             run_ids=list(request.run_ids),
+            include_messages=request.include_messages,
             deadline=deadline(context),
         )
         return pb.BatchGetFeedbackStatsResponse(stats=[stats_message(s) for s in stats])
@@ -126,6 +148,38 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             deadline=deadline(context),
         )
         return pb.DeleteFeedbackResponse(success=True)
+
+    async def BatchGetCallerFeedback(
+        self, request: pb.BatchGetCallerFeedbackRequest, context: Context
+    ) -> pb.BatchGetCallerFeedbackResponse:
+        entries = await self._rules.caller_feedback(
+            current_access.get(),
+            thread_id=request.thread_id,
+            run_ids=list(request.run_ids),
+            deadline=deadline(context),
+        )
+        return caller_feedback_response(entries)
+
+    async def GetThreadFeedbackStats(
+        self, request: pb.GetThreadFeedbackStatsRequest, context: Context
+    ) -> pb.ThreadFeedbackStats:
+        stats = await self._rules.thread_stats(
+            current_access.get(), thread_id=request.thread_id, deadline=deadline(context)
+        )
+        return thread_stats_message(stats)
+
+    async def GetFeedbackTimeSeries(
+        self, request: pb.GetFeedbackTimeSeriesRequest, context: Context
+    ) -> pb.GetFeedbackTimeSeriesResponse:
+        buckets = await self._rules.time_series(
+            current_access.get(),
+            thread_id=request.thread_id,
+            bucket=BUCKETS.get(request.bucket, ""),
+            start_time=optional_time(request, "start_time"),
+            end_time=optional_time(request, "end_time"),
+            deadline=deadline(context),
+        )
+        return time_series_response(buckets)
 
     async def StreamFeedbackChanges(self, request: pb.StreamFeedbackChangesRequest, context: Context) -> None:
         """Writes each change as it is read (the call is a server stream)."""

@@ -24,7 +24,7 @@ from itertools import takewhile
 from peewee import JOIN, SQL
 
 from feedback_service.domain.records import ChangeKind, ChangeLogState, ChangeRow
-from feedback_service.store.models import Feedback, FeedbackChange, FeedbackChangeLog, database
+from feedback_service.store.models import Feedback, FeedbackChange, FeedbackChangeLog, database, split_tags
 from feedback_service.store.prepared import Prepared
 
 HEAD = FeedbackChangeLog.id == 1
@@ -80,6 +80,7 @@ def _page_query(after: int, thread_id: str | None, limit: int):
             feedback.comment,
             feedback.created_at,
             feedback.updated_at,
+            feedback.tags,
         )
         .join(feedback, JOIN.LEFT_OUTER, on=feedback.feedback_id == change.feedback_id)
         .where(where)
@@ -112,7 +113,12 @@ def change_page(after: int, thread_id: str | None, limit: int) -> tuple[ChangeLo
     full, every change up to `last_position` has been seen."""
     rows = database.execute_sql(*_PAGE(after, thread_id, limit)).fetchall()
     state = ChangeLogState(*rows[0][:3])
-    return state, [ChangeRow._make(row[3:]) for row in rows if row[3] is not None]
+    return state, [_change_row(row[3:]) for row in rows if row[3] is not None]
+
+
+def _change_row(values: tuple) -> ChangeRow:
+    *fields, tags = values
+    return ChangeRow(*fields, split_tags(tags))
 
 
 # --- retention -----------------------------------------------------------------------

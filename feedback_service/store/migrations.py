@@ -17,6 +17,7 @@ from peewee import (
     BigIntegerField,
     CharField,
     Check,
+    CompositeKey,
     Database,
     ForeignKeyField,
     IntegerField,
@@ -83,6 +84,80 @@ def _v2_add_stats_index(db: Dialect) -> None:
         apply_operations(
             migrator.add_index("feedback", ("thread_id", "run_id", "rating"), name="feedback_stats_covering")
         )
+
+
+def _quoted(db: Dialect, name: str) -> str:
+    return f"{db.quote[0]}{name}{db.quote[1]}"
+
+
+def _v3_tags_and_votes(db: Dialect) -> None:
+    """Tags: a `tags` column on feedback (comma-separated, '' for the rows
+    already there), and the feedback_tag table, one row per tag, that the tag
+    filter and the tag counts read. Votes: stats now count run-level feedback
+    (message_id '') apart from message-level feedback, so the stats index of
+    version 2, (thread_id, run_id, rating), which cannot tell them apart, is
+    replaced by a covering (thread_id, run_id, message_id, rating)."""
+    if "tags" not in {column.name for column in db.get_columns("feedback")}:
+        # NOT NULL with a constant default: no rewrite of existing rows on
+        # PostgreSQL 11+, MariaDB 10.3+ and SQLite.
+        db.execute_sql(
+            f"ALTER TABLE {_quoted(db, 'feedback')} ADD COLUMN {_quoted(db, 'tags')} "
+            "VARCHAR(198) NOT NULL DEFAULT ''"
+        )
+
+    class Base(Model):
+        class Meta:
+            database = db
+            legacy_table_names = False
+            table_settings = db.table_settings
+
+    class Feedback(Base):  # only what the foreign key refers to
+        id = BigAutoField()
+
+    class FeedbackTag(Base):
+        feedback_row = ForeignKeyField(
+            Feedback, column_name="feedback_row_id", on_delete="CASCADE", index=False
+        )
+        tag = CharField(32)
+        thread_id = CharField(128)
+        run_id = CharField(128)
+        message_id = CharField(128)
+
+        class Meta:
+            table_name = "feedback_tag"
+            primary_key = CompositeKey("feedback_row", "tag")
+            indexes = (
+                (("thread_id", "tag", "feedback_row_id"), False),
+                (("thread_id", "message_id", "run_id", "tag"), False),
+            )
+
+    db.create_tables([FeedbackTag], safe=True)
+    existing = {index.name for index in db.get_indexes("feedback")}
+    migrator = SchemaMigrator.from_database(db)
+    operations = []
+    if "feedback_run_stats" not in existing:
+        columns = ("thread_id", "run_id", "message_id", "rating")
+        operations.append(migrator.add_index("feedback", columns, name="feedback_run_stats"))
+    if "feedback_stats_covering" in existing:
+        operations.append(migrator.drop_index("feedback", "feedback_stats_covering"))
+    apply_operations(*operations)
+
+
+def _v4_thread_vote_indexes(db: Dialect) -> None:
+    """Covering indexes for a thread's votes (its stats, and its time series:
+    votes in a range of created_at), and for the votes of every thread in a
+    range of created_at."""
+    existing = {index.name for index in db.get_indexes("feedback")}
+    migrator = SchemaMigrator.from_database(db)
+    operations = [
+        migrator.add_index("feedback", columns, name=name)
+        for name, columns in (
+            ("feedback_thread_votes", ("thread_id", "message_id", "created_at", "rating", "run_id")),
+            ("feedback_votes_by_time", ("message_id", "created_at", "rating")),
+        )
+        if name not in existing
+    ]
+    apply_operations(*operations)
 
 
 def _v5_change_log_and_request_ids(db: Dialect) -> None:
@@ -165,6 +240,8 @@ def _v5_change_log_and_request_ids(db: Dialect) -> None:
 MIGRATIONS: list[tuple[int, Callable[[Dialect], None]]] = [
     (1, _v1_create_tables),
     (2, _v2_add_stats_index),
+    (3, _v3_tags_and_votes),
+    (4, _v4_thread_vote_indexes),
     (5, _v5_change_log_and_request_ids),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

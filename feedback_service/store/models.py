@@ -5,6 +5,10 @@ the log of changes to the feedback, and the requests sent with a request_id.
 Timestamps are integer microseconds since the Unix epoch (UTC), the same on
 every backend. Ids are VARCHAR(128) so that the composite unique index fits
 MySQL's key length limit.
+
+A feedback's tags are stored twice, in the same transaction: in its own row
+(`tags`, comma-separated), which every read returns, and one row each in
+`feedback_tag`, which the tag filter and the tag counts read through indexes.
 """
 
 from peewee import (
@@ -13,6 +17,7 @@ from peewee import (
     BigIntegerField,
     CharField,
     Check,
+    CompositeKey,
     DatabaseProxy,
     ForeignKeyField,
     IntegerField,
@@ -22,7 +27,17 @@ from peewee import (
     TextField,
 )
 
-from feedback_service.domain.records import ID_MAX_LENGTH
+from feedback_service.domain.records import ID_MAX_LENGTH, TAG_MAX_LENGTH, TAGS_MAX
+
+# The `tags` column: up to TAGS_MAX tags joined by commas (no tag holds one).
+TAG_SEPARATOR = ","
+TAGS_COLUMN_LENGTH = TAGS_MAX * (TAG_MAX_LENGTH + 1)
+
+
+def split_tags(column: str) -> tuple[str, ...]:
+    """The tags a `tags` column holds, in the order given."""
+    return tuple(column.split(TAG_SEPARATOR)) if column else ()
+
 
 # Bound once at start by store.database.open_database().
 database = DatabaseProxy()
@@ -67,10 +82,13 @@ class Feedback(BaseModel):
     comment = TextField(default="")
     created_at = BigIntegerField()
     updated_at = BigIntegerField()
+    # The tags, comma-separated in the order given; '' for none.
+    tags = CharField(TAGS_COLUMN_LENGTH, default="")
 
     class Meta:
         indexes = (
-            # One feedback per (thread, run, user, message); also serves stats.
+            # One feedback per (thread, run, user, message); also serves a
+            # user's own list of a run, and BatchGetCallerFeedback.
             (("thread_id", "run_id", "user_id", "message_id"), True),
             # ListFeedback for a service (every user), oldest first.
             (("thread_id", "run_id", "id"), False),
@@ -79,10 +97,48 @@ class Feedback(BaseModel):
         )
 
 
-# Stats read (thread_id, run_id, rating) from this index alone: no table rows
-# are touched, however many feedback rows a run has.
-STATS_INDEX = "feedback_stats_covering"
-Feedback.add_index(ModelIndex(Feedback, ("thread_id", "run_id", "rating"), name=STATS_INDEX))
+# Each of these answers its query from the index alone: no table rows are
+# touched, however many feedback rows a run or thread has.
+# Run stats: the votes (message_id '') and, with include_messages, each message.
+STATS_INDEX = "feedback_run_stats"
+Feedback.add_index(ModelIndex(Feedback, ("thread_id", "run_id", "message_id", "rating"), name=STATS_INDEX))
+# Thread stats (the thread's votes, their runs) and a thread's time series
+# (its votes in a range of created_at).
+THREAD_VOTES_INDEX = "feedback_thread_votes"
+Feedback.add_index(
+    ModelIndex(
+        Feedback, ("thread_id", "message_id", "created_at", "rating", "run_id"), name=THREAD_VOTES_INDEX
+    )
+)
+# The time series of every thread: all votes in a range of created_at.
+VOTES_BY_TIME_INDEX = "feedback_votes_by_time"
+Feedback.add_index(ModelIndex(Feedback, ("message_id", "created_at", "rating"), name=VOTES_BY_TIME_INDEX))
+
+
+class FeedbackTag(BaseModel):
+    """One tag of one feedback, beside the feedback's own `tags` column: what
+    the tag filter and the tag counts read. Written and replaced with the
+    feedback in one transaction, deleted with it (ON DELETE CASCADE). The
+    thread, run and message are copied from the feedback, which never moves."""
+
+    # The primary key leads with the feedback's row id: it serves the cascade,
+    # the replacement on upsert, and a list's "has this tag?" probe.
+    feedback_row = ForeignKeyField(Feedback, column_name="feedback_row_id", on_delete="CASCADE", index=False)
+    tag = CharField(TAG_MAX_LENGTH)
+    thread_id = CharField(ID_MAX_LENGTH)
+    run_id = CharField(ID_MAX_LENGTH)
+    message_id = CharField(ID_MAX_LENGTH)
+
+    class Meta:
+        table_name = "feedback_tag"
+        primary_key = CompositeKey("feedback_row", "tag")
+        indexes = (
+            # ListThreadFeedback of every user with a tag: that tag's rows,
+            # oldest first.
+            (("thread_id", "tag", "feedback_row_id"), False),
+            # Tag counts of the votes (message_id ''), per run and per thread.
+            (("thread_id", "message_id", "run_id", "tag"), False),
+        )
 
 
 # DeleteUserFeedback finds every feedback of a user, on any thread.
@@ -150,4 +206,4 @@ class SchemaVersion(BaseModel):
     version = IntegerField()
 
 
-MODELS = (Thread, Run, Feedback, FeedbackChange, FeedbackChangeLog, IdempotentRequest)
+MODELS = (Thread, Run, Feedback, FeedbackTag, FeedbackChange, FeedbackChangeLog, IdempotentRequest)

@@ -9,26 +9,40 @@ sent with a request_id first claims it (store/requests.py), in the same
 transaction.
 """
 
+import functools
 import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
 
-from peewee import JOIN, SQL, Case, IntegrityError, Select, Value, fn
+from peewee import JOIN, SQL, Case, IntegrityError, NodeList, Select, Value, fn
 
 from feedback_service.domain.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from feedback_service.domain.records import (
+    BucketCount,
     ChangeKind,
     FeedbackDraft,
     FeedbackRow,
+    ListFilter,
+    MessageStats,
     RequestClaim,
     RunRecord,
     RunStats,
+    TagCount,
     ThreadRecord,
+    ThreadStats,
 )
 from feedback_service.store import requests
 from feedback_service.store.changes import append_changes
-from feedback_service.store.models import Feedback, Run, Thread, database
+from feedback_service.store.models import (
+    TAG_SEPARATOR,
+    Feedback,
+    FeedbackTag,
+    Run,
+    Thread,
+    database,
+    split_tags,
+)
 from feedback_service.store.prepared import Prepared
 
 
@@ -48,8 +62,15 @@ FEEDBACK_COLUMNS = (
     Feedback.comment,
     Feedback.created_at,
     Feedback.updated_at,
+    Feedback.tags,
 )
 assert tuple(c.column_name for c in FEEDBACK_COLUMNS) == FeedbackRow._fields
+
+
+def _feedback_row(values: Sequence) -> FeedbackRow:
+    """A FeedbackRow from FEEDBACK_COLUMNS' values as stored."""
+    *fields, tags = values
+    return FeedbackRow(*fields, split_tags(tags))
 
 
 # --- threads and runs ---------------------------------------------------------
@@ -168,6 +189,7 @@ def _new_row(draft: FeedbackDraft) -> FeedbackRow:
         comment=draft.comment,
         created_at=now,
         updated_at=now,
+        tags=draft.tags,
     )
 
 
@@ -208,13 +230,13 @@ def _with_owner(thread_id: str, data: Select, columns: list[str], order_by: str 
 
 
 def _read_with_owner(
-    thread_id: str, plain: tuple, with_owner: Callable[[], tuple]
+    thread_id: str, plain: Callable[[], tuple], with_owner: Callable[[], tuple]
 ) -> tuple[str | None, list]:
     """(the thread's owner, the rows of a read): from one `_with_owner`
     statement where the dialect prefers one round trip, else from an owner
     lookup and the `plain` statement."""
     if not database.one_statement_reads:
-        return thread_owner(thread_id), database.execute_sql(*plain).fetchall()
+        return thread_owner(thread_id), database.execute_sql(*plain()).fetchall()
     rows = database.execute_sql(*with_owner()).fetchall()
     return rows[0][0], [row[1:] for row in rows if row[1] is not None]
 
@@ -239,7 +261,7 @@ def _upsert_if_run_in_thread(thread_id, run_id, user_id, values):
     return database.upsert(
         _insert_if_run_in_thread(thread_id, run_id, user_id, values),
         key=FEEDBACK_KEY,
-        preserve=(Feedback.rating, Feedback.comment, Feedback.updated_at),
+        preserve=(Feedback.rating, Feedback.comment, Feedback.updated_at, Feedback.tags),
         returning=FEEDBACK_COLUMNS,
     )
 
@@ -257,7 +279,46 @@ _BY_KEY = Prepared(
 
 
 def _inserted_values(row: FeedbackRow) -> list[object]:
-    return [getattr(row, field) for field in INSERTED_FIELDS]
+    values = [getattr(row, field) for field in INSERTED_FIELDS]
+    values[-1] = TAG_SEPARATOR.join(row.tags)
+    return values
+
+
+# --- a feedback's rows in feedback_tag --------------------------------------------
+#
+# Written in the transaction that writes the feedback, so that the filter and
+# the counts, which read them, never see a feedback without its tags or with
+# another write's.
+
+TAG_COLUMNS = (
+    FeedbackTag.feedback_row,
+    FeedbackTag.tag,
+    FeedbackTag.thread_id,
+    FeedbackTag.run_id,
+    FeedbackTag.message_id,
+)
+_INSERT_TAGS = Prepared(
+    lambda feedback_id, thread_id, run_id, message_id, tags: FeedbackTag.insert_many(
+        [
+            (
+                Feedback.select(Feedback.id).where(Feedback.feedback_id == feedback_id),
+                tag,
+                thread_id,
+                run_id,
+                message_id,
+            )
+            for tag in tags
+        ],
+        fields=TAG_COLUMNS,
+    )
+)
+_DELETE_TAGS = Prepared(lambda row_id: FeedbackTag.delete().where(FeedbackTag.feedback_row == row_id))
+
+
+def _insert_tags(row: FeedbackRow) -> None:
+    if row.tags:
+        statement = _INSERT_TAGS(row.feedback_id, row.thread_id, row.run_id, row.message_id, list(row.tags))
+        database.execute_sql(*statement)
 
 
 def _refuse_thread(thread_id: str, user_id: str | None) -> None:
@@ -286,6 +347,11 @@ def _row_json(row: FeedbackRow) -> str:
     return json.dumps(row._asdict())
 
 
+def _row_from_json(text: str) -> FeedbackRow:
+    fields = json.loads(text)
+    return FeedbackRow(**{**fields, "tags": tuple(fields.get("tags", ()))})
+
+
 def create_feedback(draft: FeedbackDraft, checked: bool, request: RequestClaim | None = None) -> FeedbackRow:
     """Inserts new feedback; an existing one for the same key is
     ALREADY_EXISTS. `checked`: apply the thread rule for the draft's user.
@@ -299,12 +365,13 @@ def create_feedback(draft: FeedbackDraft, checked: bool, request: RequestClaim |
             if request is not None:
                 earlier = requests.claim(request, _row_json(row), row.created_at)
                 if earlier is not None:
-                    return FeedbackRow(**json.loads(earlier))
+                    return _row_from_json(earlier)
             inserting = True
             statement = _INSERT_IF_RUN(draft.thread_id, draft.run_id, user_id, _inserted_values(row))
             if database.execute_sql(*statement).rowcount != 1:
                 raise _Unchanged
             inserting = False
+            _insert_tags(row)
             append_changes(ChangeKind.CREATED, [_key(row)], row.updated_at)
     except IntegrityError as exc:
         if not inserting:
@@ -323,8 +390,13 @@ def create_feedback(draft: FeedbackDraft, checked: bool, request: RequestClaim |
 
 
 def upsert_feedback(draft: FeedbackDraft, checked: bool) -> FeedbackRow:
-    """Creates or updates the feedback for the draft's key in one statement
-    (two where the dialect cannot return the row), then records the change."""
+    """Creates or updates the feedback for the draft's key, replaces its tags
+    and records the change, in one transaction: the upsert statement (with a
+    read back where the dialect cannot return the row), then, when it
+    replaced an existing feedback, the deletion of its old tags, the
+    insertion of the new ones, and the change-log append. The upsert holds
+    the feedback's row lock until the end, so concurrent upserts of one key
+    replace the tags one after the other."""
     user_id = draft.user_id if checked else None
     new = _new_row(draft)
     statement = _UPSERT_IF_RUN(draft.thread_id, draft.run_id, user_id, _inserted_values(new))
@@ -336,7 +408,10 @@ def upsert_feedback(draft: FeedbackDraft, checked: bool) -> FeedbackRow:
             if stored is None:  # nothing inserted or updated: the run is not in the thread, or not theirs
                 raise _Unchanged
             upserting = False
-            row = FeedbackRow._make(stored)
+            row = _feedback_row(stored)
+            if row.feedback_id != new.feedback_id:  # an existing feedback, whose old tags go
+                database.execute_sql(*_DELETE_TAGS(row.id))
+            _insert_tags(row)
             kind = ChangeKind.CREATED if row.feedback_id == new.feedback_id else ChangeKind.UPDATED
             append_changes(kind, [_key(row)], row.updated_at)
     except IntegrityError as exc:
@@ -475,12 +550,48 @@ def delete_user_feedback(user_id: str) -> int:
 # --- feedback reads -------------------------------------------------------------
 
 
-def _page_query(thread_id, run_id, user_id, after_id, limit):
-    where = (Feedback.thread_id == thread_id) & (Feedback.id > after_id)
+def _page_query(
+    thread_id, run_id, user_id, after_id, limit, rating, has_comment, tag, created_after, created_before
+):
+    """The page, through the index that bounds it to the run or thread (and
+    the user, when one): (thread_id, run_id, id), (thread_id, run_id, user_id,
+    message_id) or (thread_id, user_id, id), the filters checked on the rows
+    it yields. With a tag and neither run nor user, the rows come instead from
+    feedback_tag's (thread_id, tag, feedback_row_id): only that tag's, in
+    order. Arguments that are None filter nothing."""
+    where = Feedback.thread_id == thread_id
     if run_id is not None:
         where &= Feedback.run == run_id
     if user_id is not None:
         where &= Feedback.user_id == user_id
+    if rating is not None:
+        where &= Feedback.rating == rating
+    if has_comment is not None:  # 1: with a comment, 0: without
+        where &= Case(None, [(Feedback.comment == "", 0)], 1) == has_comment
+    if created_after is not None:
+        where &= Feedback.created_at >= created_after
+    if created_before is not None:
+        where &= Feedback.created_at < created_before
+    if tag is not None and run_id is None and user_id is None:
+        return (
+            FeedbackTag.select(*FEEDBACK_COLUMNS)
+            .join(Feedback, on=FeedbackTag.feedback_row == Feedback.id)
+            .where(
+                (FeedbackTag.thread_id == thread_id)
+                & (FeedbackTag.tag == tag)
+                & (FeedbackTag.feedback_row > after_id)
+                & where
+            )
+            .order_by(FeedbackTag.feedback_row)
+            .limit(limit)
+        )
+    if tag is not None:  # the primary key of feedback_tag answers for each row
+        where &= fn.EXISTS(
+            FeedbackTag.select(SQL("1")).where(
+                (FeedbackTag.feedback_row == Feedback.id) & (FeedbackTag.tag == tag)
+            )
+        )
+    where &= Feedback.id > after_id
     return Feedback.select(*FEEDBACK_COLUMNS).where(where).order_by(Feedback.id).limit(limit)
 
 
@@ -492,48 +603,263 @@ _PAGE_WITH_OWNER = Prepared(
 
 
 def feedback_page(
-    thread_id: str, run_id: str | None, user_id: str | None, after_id: int, limit: int, with_owner: bool
+    thread_id: str,
+    run_id: str | None,
+    user_id: str | None,
+    after_id: int,
+    limit: int,
+    kept: ListFilter,
+    with_owner: bool,
 ) -> tuple[str | None, list[FeedbackRow]]:
-    """Feedback on a thread (or one run of it), oldest first, after a row id,
-    and the thread's owner when `with_owner` (else None). user_id None means
-    every user's feedback."""
-    args = (thread_id, run_id, user_id, after_id, limit)
+    """Feedback on a thread (or one run of it) that the filter keeps, oldest
+    first, after a row id, and the thread's owner when `with_owner` (else
+    None). user_id None means every user's feedback."""
+    args = (
+        thread_id,
+        run_id,
+        user_id,
+        after_id,
+        limit,
+        kept.rating,
+        None if kept.has_comment is None else int(kept.has_comment),
+        kept.tag or None,
+        kept.created_after,
+        kept.created_before,
+    )
     if with_owner:
-        owner, rows = _read_with_owner(thread_id, _PAGE(*args), lambda: _PAGE_WITH_OWNER(*args))
+        owner, rows = _read_with_owner(thread_id, lambda: _PAGE(*args), lambda: _PAGE_WITH_OWNER(*args))
     else:
         owner, rows = None, database.execute_sql(*_PAGE(*args)).fetchall()
-    return owner, [FeedbackRow._make(row) for row in rows]
+    return owner, [_feedback_row(row) for row in rows]
 
 
-def _stats_query(thread_id, run_ids):
-    positive = fn.SUM(Case(None, [(Feedback.rating == 1, 1)], 0)).alias("positive")
-    negative = fn.SUM(Case(None, [(Feedback.rating == -1, 1)], 0)).alias("negative")
+def _caller_feedback_query(thread_id, user_id, run_ids, limit):
     return (
-        Feedback.select(
-            Feedback.run.alias("run_id"), fn.COUNT(Feedback.id).alias("total"), positive, negative
-        )
-        .where((Feedback.thread_id == thread_id) & (Feedback.run.in_(run_ids)))
-        .group_by(Feedback.run)
+        Feedback.select(*FEEDBACK_COLUMNS)
+        .where((Feedback.thread_id == thread_id) & (Feedback.user_id == user_id) & Feedback.run.in_(run_ids))
+        .order_by(Feedback.id)
+        .limit(limit)
     )
 
 
-_STATS_FIELDS = ["run_id", "total", "positive", "negative"]
-_STATS = Prepared(_stats_query)
-_STATS_WITH_OWNER = Prepared(
-    lambda thread_id, run_ids: _with_owner(thread_id, _stats_query(thread_id, run_ids), _STATS_FIELDS)
+_CALLER_FEEDBACK = Prepared(_caller_feedback_query)
+_CALLER_FEEDBACK_WITH_OWNER = Prepared(
+    lambda thread_id, *args: _with_owner(
+        thread_id, _caller_feedback_query(thread_id, *args), _FEEDBACK_FIELDS, "id"
+    )
 )
 
 
+def caller_feedback(
+    thread_id: str, user_id: str, run_ids: Sequence[str], limit: int, with_owner: bool
+) -> tuple[str | None, list[FeedbackRow]]:
+    """A user's feedback (run- and message-level) on some runs of a thread,
+    oldest first, at most `limit` rows, through the index (thread_id, user_id,
+    id) or the unique (thread_id, run_id, user_id, message_id); and the
+    thread's owner when `with_owner`."""
+    args = (thread_id, user_id, list(dict.fromkeys(run_ids)), limit)
+    if with_owner:
+        owner, rows = _read_with_owner(
+            thread_id, lambda: _CALLER_FEEDBACK(*args), lambda: _CALLER_FEEDBACK_WITH_OWNER(*args)
+        )
+    else:
+        owner, rows = None, database.execute_sql(*_CALLER_FEEDBACK(*args)).fetchall()
+    return owner, [_feedback_row(row) for row in rows]
+
+
+# A vote is a user's run-level feedback (message_id ''): one per user and run.
+VOTE = ""
+# The first column of a counting query's rows, saying what the row counts.
+COUNTS, TAGS = "c", "t"
+
+
+def _positive():
+    return fn.SUM(Case(None, [(Feedback.rating == 1, 1)], 0)).alias("positive")
+
+
+def _negative():
+    return fn.SUM(Case(None, [(Feedback.rating == -1, 1)], 0)).alias("negative")
+
+
+def _stats_query(thread_id, run_ids, by_message: bool):
+    """Rows (kind, run_id, key, total, positive, negative), one statement:
+    COUNTS rows count the votes of each run (key '') and, `by_message`, the
+    feedback on each message (key: the message id), from the index (thread_id,
+    run_id, message_id, rating); TAGS rows count the votes carrying each tag
+    (key: the tag) from feedback_tag's (thread_id, message_id, run_id, tag)."""
+    in_runs = (Feedback.thread_id == thread_id) & Feedback.run.in_(run_ids)
+    key = Feedback.message_id if by_message else Value(VOTE)
+    counts = Feedback.select(
+        Value(COUNTS).alias("kind"),
+        Feedback.run.alias("run_id"),
+        key.alias("key"),
+        fn.COUNT(Feedback.id).alias("total"),
+        _positive(),
+        _negative(),
+    )
+    if by_message:
+        counts = counts.where(in_runs).group_by(Feedback.run, Feedback.message_id)
+    else:
+        counts = counts.where(in_runs & (Feedback.message_id == VOTE)).group_by(Feedback.run)
+    tags = (
+        FeedbackTag.select(
+            Value(TAGS), FeedbackTag.run_id, FeedbackTag.tag, fn.COUNT(SQL("*")), Value(0), Value(0)
+        )
+        .where(
+            (FeedbackTag.thread_id == thread_id)
+            & (FeedbackTag.message_id == VOTE)
+            & FeedbackTag.run_id.in_(run_ids)
+        )
+        .group_by(FeedbackTag.run_id, FeedbackTag.tag)
+    )
+    return counts + tags  # UNION ALL
+
+
+_STATS_FIELDS = ["kind", "run_id", "key", "total", "positive", "negative"]
+# Keyed by `by_message`: Prepared caches by the arguments' shape, not their value.
+_STATS = {
+    by_message: Prepared(functools.partial(_stats_query, by_message=by_message))
+    for by_message in (False, True)
+}
+_STATS_WITH_OWNER = {
+    by_message: Prepared(
+        lambda thread_id, run_ids, by_message=by_message: _with_owner(
+            thread_id, _stats_query(thread_id, run_ids, by_message), _STATS_FIELDS
+        )
+    )
+    for by_message in (False, True)
+}
+
+
 def stats_for_runs(
-    thread_id: str, run_ids: Sequence[str], with_owner: bool
+    thread_id: str, run_ids: Sequence[str], by_message: bool, with_owner: bool
 ) -> tuple[str | None, dict[str, RunStats]]:
-    """Counts every user's feedback per run, in one grouped query, and the
-    thread's owner when `with_owner` (else None)."""
+    """The votes on each run, their tags, and, `by_message`, the message-level
+    feedback per message, in one statement; and the thread's owner when
+    `with_owner` (else None)."""
     unique_ids = list(dict.fromkeys(run_ids))
     if with_owner:
-        plain = _STATS(thread_id, unique_ids)
-        owner, rows = _read_with_owner(thread_id, plain, lambda: _STATS_WITH_OWNER(thread_id, unique_ids))
+        owner, rows = _read_with_owner(
+            thread_id,
+            lambda: _STATS[by_message](thread_id, unique_ids),
+            lambda: _STATS_WITH_OWNER[by_message](thread_id, unique_ids),
+        )
     else:
-        owner, rows = None, database.execute_sql(*_STATS(thread_id, unique_ids)).fetchall()
-    counted = {run: RunStats(run, int(t), int(p or 0), int(n or 0)) for run, t, p, n in rows}
-    return owner, {run: counted.get(run, RunStats(run, 0, 0, 0)) for run in unique_ids}
+        owner, rows = None, database.execute_sql(*_STATS[by_message](thread_id, unique_ids)).fetchall()
+    votes: dict[str, tuple[int, int, int]] = {}
+    messages: dict[str, list[MessageStats]] = {}
+    tags: dict[str, list[TagCount]] = {}
+    for kind, run, key, total, positive, negative in rows:
+        if kind == TAGS:
+            tags.setdefault(run, []).append(TagCount(key, int(total)))
+        elif key == VOTE:
+            votes[run] = (int(total), int(positive or 0), int(negative or 0))
+        else:
+            messages.setdefault(run, []).append(
+                MessageStats(key, int(total), int(positive or 0), int(negative or 0))
+            )
+    return owner, {
+        run: RunStats(
+            run,
+            *votes.get(run, (0, 0, 0)),
+            tags=tuple(sorted(tags.get(run, ()))),
+            messages=tuple(sorted(messages.get(run, ()))),
+        )
+        for run in unique_ids
+    }
+
+
+def _thread_stats_query(thread_id):
+    """Rows (kind, key, total, positive, negative, runs), one statement: one
+    COUNTS row with the thread's votes and the runs they are on, from the
+    index (thread_id, message_id, created_at, rating, run_id); a TAGS row per
+    tag those votes carry (key: the tag), from feedback_tag's (thread_id,
+    message_id, run_id, tag)."""
+    votes = Feedback.select(
+        Value(COUNTS).alias("kind"),
+        Value("").alias("key"),
+        fn.COUNT(Feedback.id).alias("total"),
+        _positive(),
+        _negative(),
+        fn.COUNT(NodeList((SQL("DISTINCT"), Feedback.run))).alias("runs"),
+    ).where((Feedback.thread_id == thread_id) & (Feedback.message_id == VOTE))
+    tags = (
+        FeedbackTag.select(Value(TAGS), FeedbackTag.tag, fn.COUNT(SQL("*")), Value(0), Value(0), Value(0))
+        .where((FeedbackTag.thread_id == thread_id) & (FeedbackTag.message_id == VOTE))
+        .group_by(FeedbackTag.tag)
+    )
+    return votes + tags  # UNION ALL
+
+
+_THREAD_STATS_FIELDS = ["kind", "key", "total", "positive", "negative", "runs"]
+_THREAD_STATS = Prepared(_thread_stats_query)
+_THREAD_STATS_WITH_OWNER = Prepared(
+    lambda thread_id: _with_owner(thread_id, _thread_stats_query(thread_id), _THREAD_STATS_FIELDS)
+)
+
+
+def thread_stats(thread_id: str, with_owner: bool) -> tuple[str | None, ThreadStats]:
+    """The votes on every run of a thread, their tags and the runs they are
+    on, in one statement; and the thread's owner when `with_owner`."""
+    if with_owner:
+        owner, rows = _read_with_owner(
+            thread_id, lambda: _THREAD_STATS(thread_id), lambda: _THREAD_STATS_WITH_OWNER(thread_id)
+        )
+    else:
+        owner, rows = None, database.execute_sql(*_THREAD_STATS(thread_id)).fetchall()
+    total = positive = negative = runs = 0
+    tags = []
+    for kind, key, count, plus, minus, voted_runs in rows:
+        if kind == TAGS:
+            tags.append(TagCount(key, int(count)))
+        else:
+            total, positive, negative, runs = int(count), int(plus or 0), int(minus or 0), int(voted_runs)
+    return owner, ThreadStats(thread_id, total, positive, negative, tuple(sorted(tags)), runs)
+
+
+def _time_series_query(thread_id, start, end, width: int):
+    """Rows (bucket, positive, negative): the votes created in [start, end)
+    per bucket of `width` microseconds (buckets start at multiples of it),
+    empty buckets left out. With a thread, from the index (thread_id,
+    message_id, created_at, rating, run_id); without (None: every thread),
+    from (message_id, created_at, rating)."""
+    created = Feedback.created_at
+    bucket = (created - database.remainder(created, SQL(str(width)))).alias("bucket")
+    where = (Feedback.message_id == VOTE) & (created >= start) & (created < end)
+    if thread_id is not None:
+        where &= Feedback.thread_id == thread_id
+    # The width is a literal, so that GROUP BY repeats the selected expression exactly.
+    return Feedback.select(bucket, _positive(), _negative()).where(where).group_by(SQL("1"))
+
+
+_SERIES_FIELDS = ["bucket", "positive", "negative"]
+# Keyed by bucket width (a literal in the SQL).
+_SERIES: dict[int, Prepared] = {}
+_SERIES_WITH_OWNER: dict[int, Prepared] = {}
+
+
+def _series_statements(width: int) -> tuple[Prepared, Prepared]:
+    if width not in _SERIES:
+        _SERIES[width] = Prepared(functools.partial(_time_series_query, width=width))
+        _SERIES_WITH_OWNER[width] = Prepared(
+            lambda thread_id, start, end: _with_owner(
+                thread_id, _time_series_query(thread_id, start, end, width), _SERIES_FIELDS
+            )
+        )
+    return _SERIES[width], _SERIES_WITH_OWNER[width]
+
+
+def time_series(
+    thread_id: str | None, start: int, end: int, width: int, with_owner: bool
+) -> tuple[str | None, list[BucketCount]]:
+    """The votes created in [start, end) on a thread (None: on every thread),
+    per bucket of `width` microseconds, non-empty buckets only, in one
+    statement; and the thread's owner when `with_owner`."""
+    plain, with_thread_owner = _series_statements(width)
+    if with_owner:
+        owner, rows = _read_with_owner(
+            thread_id, lambda: plain(thread_id, start, end), lambda: with_thread_owner(thread_id, start, end)
+        )
+    else:
+        owner, rows = None, database.execute_sql(*plain(thread_id, start, end)).fetchall()
+    return owner, [BucketCount(int(b), int(p or 0), int(n or 0)) for b, p, n in rows]

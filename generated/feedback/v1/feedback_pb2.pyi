@@ -20,6 +20,34 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _TimeBucket:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TimeBucketEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TimeBucket.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TIME_BUCKET_UNSPECIFIED: _TimeBucket.ValueType  # 0
+    """Not a width; a request with it is INVALID_ARGUMENT."""
+    TIME_BUCKET_HOUR: _TimeBucket.ValueType  # 1
+    """One hour, starting on the hour (UTC). At most 744 buckets (31 days) per
+    request.
+    """
+    TIME_BUCKET_DAY: _TimeBucket.ValueType  # 2
+    """One day, starting at midnight UTC. At most 366 buckets per request."""
+
+class TimeBucket(_TimeBucket, metaclass=_TimeBucketEnumTypeWrapper):
+    """The width of a time series bucket."""
+
+TIME_BUCKET_UNSPECIFIED: TimeBucket.ValueType  # 0
+"""Not a width; a request with it is INVALID_ARGUMENT."""
+TIME_BUCKET_HOUR: TimeBucket.ValueType  # 1
+"""One hour, starting on the hour (UTC). At most 744 buckets (31 days) per
+request.
+"""
+TIME_BUCKET_DAY: TimeBucket.ValueType  # 2
+"""One day, starting at midnight UTC. At most 366 buckets per request."""
+Global___TimeBucket: _TypeAlias = TimeBucket  # noqa: Y015
+
 class _ChangeKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -71,6 +99,7 @@ class Feedback(_message.Message):
     COMMENT_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     feedback_id: _builtins.str
     """Server-assigned id, stable across upserts of the same feedback."""
     thread_id: _builtins.str
@@ -95,6 +124,12 @@ class Feedback(_message.Message):
         changes it).
         """
 
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The reasons the user gave, in the order given (see
+        CreateFeedbackRequest.tags); empty when none.
+        """
+
     def __init__(
         self,
         *,
@@ -107,10 +142,11 @@ class Feedback(_message.Message):
         comment: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "created_at", b"created_at", "feedback_id", b"feedback_id", "message_id", b"message_id", "rating", b"rating", "run_id", b"run_id", "thread_id", b"thread_id", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "created_at", b"created_at", "feedback_id", b"feedback_id", "message_id", b"message_id", "rating", b"rating", "run_id", b"run_id", "tags", b"tags", "thread_id", b"thread_id", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -127,6 +163,7 @@ class CreateFeedbackRequest(_message.Message):
     RATING_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread of the run. Required."""
@@ -148,6 +185,14 @@ class CreateFeedbackRequest(_message.Message):
     INVALID_ARGUMENT, and so is anything but a UUID. Empty: no such
     protection.
     """
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional reasons: at most 6, no repeats, each from the server's
+        vocabulary (FEEDBACK_TAGS; by default `incorrect`, `not_as_expected`,
+        `slow`, `style_tone`, `safety_legal`, `other`). An unknown tag is
+        INVALID_ARGUMENT naming it (`tags[2]`).
+        """
+
     def __init__(
         self,
         *,
@@ -156,11 +201,12 @@ class CreateFeedbackRequest(_message.Message):
         rating: _builtins.int = ...,
         comment: _builtins.str = ...,
         message_id: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "message_id", b"message_id", "rating", b"rating", "request_id", b"request_id", "run_id", b"run_id", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "message_id", b"message_id", "rating", b"rating", "request_id", b"request_id", "run_id", b"run_id", "tags", b"tags", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -177,6 +223,7 @@ class UpsertFeedbackRequest(_message.Message):
     RATING_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread of the run. Required."""
     run_id: _builtins.str
@@ -191,6 +238,12 @@ class UpsertFeedbackRequest(_message.Message):
     """Optional: the message of the run this feedback is about; empty for the
     whole run. Part of the feedback's identity.
     """
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional reasons, as in CreateFeedbackRequest.tags. Replaces the stored
+        tags: leaving it empty clears them.
+        """
+
     def __init__(
         self,
         *,
@@ -199,10 +252,11 @@ class UpsertFeedbackRequest(_message.Message):
         rating: _builtins.int = ...,
         comment: _builtins.str = ...,
         message_id: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "message_id", b"message_id", "rating", b"rating", "run_id", b"run_id", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "message_id", b"message_id", "rating", b"rating", "run_id", b"run_id", "tags", b"tags", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -218,6 +272,12 @@ class ListFeedbackRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    RATING_FIELD_NUMBER: _builtins.int
+    HAS_COMMENT_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread of the run. Required."""
     run_id: _builtins.str
@@ -228,10 +288,39 @@ class ListFeedbackRequest(_message.Message):
     pass 1 MiB serialized, so it may hold fewer.
     """
     page_token: _builtins.str
-    """`next_page_token` of a previous response with the same thread_id and
-    run_id; empty for the first page. A token from elsewhere is
-    INVALID_ARGUMENT.
+    """`next_page_token` of a previous response with the same thread_id,
+    run_id and filters; empty for the first page. A token from elsewhere, or
+    reused with other filters, is INVALID_ARGUMENT.
     """
+    rating: _builtins.int
+    """Optional filter: 1 for thumbs up only, -1 for thumbs down only; 0 (the
+    default) for both. Anything else is INVALID_ARGUMENT.
+    """
+    has_comment: _builtins.bool
+    """Optional filter: true for feedback with a comment only, false for
+    feedback without one only; unset for both.
+    """
+    tag: _builtins.str
+    """Optional filter: only feedback carrying this tag, one of the server's
+    vocabulary (else INVALID_ARGUMENT); empty for any.
+    """
+    user_id: _builtins.str
+    """Optional filter: only this user's feedback. Only a service acting as
+    itself may name another user; a user, or a service acting for one, who
+    names anyone but themselves gets PERMISSION_DENIED (their list is always
+    their own).
+    """
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Optional filter: only feedback created at or after this time."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Optional filter: only feedback created before this time (exclusive, so
+        that ranges [created_after, created_before) meet without overlapping).
+        With both set, created_after must be earlier, else INVALID_ARGUMENT.
+        """
+
     def __init__(
         self,
         *,
@@ -239,12 +328,20 @@ class ListFeedbackRequest(_message.Message):
         run_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        rating: _builtins.int = ...,
+        has_comment: _builtins.bool | None = ...,
+        tag: _builtins.str = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+        user_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_has_comment", b"_has_comment", "created_after", b"created_after", "created_before", b"created_before", "has_comment", b"has_comment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "run_id", b"run_id", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_has_comment", b"_has_comment", "created_after", b"created_after", "created_before", b"created_before", "has_comment", b"has_comment", "page_size", b"page_size", "page_token", b"page_token", "rating", b"rating", "run_id", b"run_id", "tag", b"tag", "thread_id", b"thread_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__has_comment: _TypeAlias = _typing.Literal["has_comment"]  # noqa: Y015
+    _WhichOneofArgType__has_comment: _TypeAlias = _typing.Literal["_has_comment", b"_has_comment"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__has_comment) -> _WhichOneofReturnType__has_comment | None: ...
 
 Global___ListFeedbackRequest: _TypeAlias = ListFeedbackRequest  # noqa: Y015
 
@@ -287,19 +384,23 @@ class GetFeedbackStatsRequest(_message.Message):
 
     THREAD_ID_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_MESSAGES_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread of the run. Required."""
     run_id: _builtins.str
     """The run to count. Required."""
+    include_messages: _builtins.bool
+    """Also count the message-level feedback, per message (`messages`)."""
     def __init__(
         self,
         *,
         thread_id: _builtins.str = ...,
         run_id: _builtins.str = ...,
+        include_messages: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_messages", b"include_messages", "run_id", b"run_id", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -307,7 +408,7 @@ Global___GetFeedbackStatsRequest: _TypeAlias = GetFeedbackStatsRequest  # noqa: 
 
 @_typing.final
 class FeedbackStats(_message.Message):
-    """Counts of every user's feedback on one run."""
+    """The votes on one run: every user's run-level feedback, one per user."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -315,14 +416,32 @@ class FeedbackStats(_message.Message):
     TOTAL_FIELD_NUMBER: _builtins.int
     POSITIVE_FIELD_NUMBER: _builtins.int
     NEGATIVE_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """The counted run."""
     total: _builtins.int
-    """All feedback on the run (run-level and message-level)."""
+    """Users who rated the run as a whole (run-level feedback, one per user).
+    Message-level feedback is not counted here (it was before tags and
+    per-message counts existed): see `messages`.
+    """
     positive: _builtins.int
-    """Feedback rated +1."""
+    """Of those, the votes rated +1."""
     negative: _builtins.int
-    """Feedback rated -1."""
+    """Of those, the votes rated -1."""
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___TagCount]:
+        """How many of those votes carry each tag, sorted by tag; tags no vote
+        carries are left out.
+        """
+
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___MessageStats]:
+        """With `include_messages`: the message-level feedback on the run, counted
+        per message and sorted by message_id (each user has at most one per
+        message); empty otherwise.
+        """
+
     def __init__(
         self,
         *,
@@ -330,14 +449,76 @@ class FeedbackStats(_message.Message):
         total: _builtins.int = ...,
         positive: _builtins.int = ...,
         negative: _builtins.int = ...,
+        tags: _abc.Iterable[Global___TagCount] | None = ...,
+        messages: _abc.Iterable[Global___MessageStats] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["negative", b"negative", "positive", b"positive", "run_id", b"run_id", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "negative", b"negative", "positive", b"positive", "run_id", b"run_id", "tags", b"tags", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FeedbackStats: _TypeAlias = FeedbackStats  # noqa: Y015
+
+@_typing.final
+class TagCount(_message.Message):
+    """How many votes carry one tag."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAG_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    tag: _builtins.str
+    """The tag."""
+    count: _builtins.int
+    """The votes carrying it."""
+    def __init__(
+        self,
+        *,
+        tag: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "tag", b"tag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TagCount: _TypeAlias = TagCount  # noqa: Y015
+
+@_typing.final
+class MessageStats(_message.Message):
+    """Every user's feedback on one message of a run, counted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    POSITIVE_FIELD_NUMBER: _builtins.int
+    NEGATIVE_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """The rated message."""
+    total: _builtins.int
+    """Feedback on the message (one per user)."""
+    positive: _builtins.int
+    """Of those, rated +1."""
+    negative: _builtins.int
+    """Of those, rated -1."""
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        total: _builtins.int = ...,
+        positive: _builtins.int = ...,
+        negative: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "negative", b"negative", "positive", b"positive", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessageStats: _TypeAlias = MessageStats  # noqa: Y015
 
 @_typing.final
 class DeleteFeedbackRequest(_message.Message):
@@ -450,6 +631,12 @@ class ListThreadFeedbackRequest(_message.Message):
     THREAD_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    RATING_FIELD_NUMBER: _builtins.int
+    HAS_COMMENT_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread whose feedback to list. Required."""
     page_size: _builtins.int
@@ -458,21 +645,59 @@ class ListThreadFeedbackRequest(_message.Message):
     pass 1 MiB serialized, so it may hold fewer.
     """
     page_token: _builtins.str
-    """`next_page_token` of a previous response with the same thread_id; empty
-    for the first page. A token from elsewhere is INVALID_ARGUMENT.
+    """`next_page_token` of a previous response with the same thread_id and
+    filters; empty for the first page. A token from elsewhere, or reused
+    with other filters, is INVALID_ARGUMENT.
     """
+    rating: _builtins.int
+    """Optional filter: 1 for thumbs up only, -1 for thumbs down only; 0 (the
+    default) for both. Anything else is INVALID_ARGUMENT.
+    """
+    has_comment: _builtins.bool
+    """Optional filter: true for feedback with a comment only, false for
+    feedback without one only; unset for both.
+    """
+    tag: _builtins.str
+    """Optional filter: only feedback carrying this tag, one of the server's
+    vocabulary (else INVALID_ARGUMENT); empty for any.
+    """
+    user_id: _builtins.str
+    """Optional filter: only this user's feedback. Only a service acting as
+    itself may name another user; a user, or a service acting for one, who
+    names anyone but themselves gets PERMISSION_DENIED (their list is always
+    their own).
+    """
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Optional filter: only feedback created at or after this time."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Optional filter: only feedback created before this time (exclusive, so
+        that ranges [created_after, created_before) meet without overlapping).
+        With both set, created_after must be earlier, else INVALID_ARGUMENT.
+        """
+
     def __init__(
         self,
         *,
         thread_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        rating: _builtins.int = ...,
+        has_comment: _builtins.bool | None = ...,
+        tag: _builtins.str = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+        user_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_has_comment", b"_has_comment", "created_after", b"created_after", "created_before", b"created_before", "has_comment", b"has_comment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_has_comment", b"_has_comment", "created_after", b"created_after", "created_before", b"created_before", "has_comment", b"has_comment", "page_size", b"page_size", "page_token", b"page_token", "rating", b"rating", "tag", b"tag", "thread_id", b"thread_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__has_comment: _TypeAlias = _typing.Literal["has_comment"]  # noqa: Y015
+    _WhichOneofArgType__has_comment: _TypeAlias = _typing.Literal["_has_comment", b"_has_comment"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__has_comment) -> _WhichOneofReturnType__has_comment | None: ...
 
 Global___ListThreadFeedbackRequest: _TypeAlias = ListThreadFeedbackRequest  # noqa: Y015
 
@@ -515,8 +740,11 @@ class BatchGetFeedbackStatsRequest(_message.Message):
 
     THREAD_ID_FIELD_NUMBER: _builtins.int
     RUN_IDS_FIELD_NUMBER: _builtins.int
+    INCLUDE_MESSAGES_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread of the runs. Required."""
+    include_messages: _builtins.bool
+    """Also count the message-level feedback of each run, per message."""
     @_builtins.property
     def run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The runs to count: 1 to 100 ids; more is INVALID_ARGUMENT."""
@@ -526,10 +754,11 @@ class BatchGetFeedbackStatsRequest(_message.Message):
         *,
         thread_id: _builtins.str = ...,
         run_ids: _abc.Iterable[_builtins.str] | None = ...,
+        include_messages: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_ids", b"run_ids", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_messages", b"include_messages", "run_ids", b"run_ids", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -558,6 +787,270 @@ class BatchGetFeedbackStatsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchGetFeedbackStatsResponse: _TypeAlias = BatchGetFeedbackStatsResponse  # noqa: Y015
+
+@_typing.final
+class BatchGetCallerFeedbackRequest(_message.Message):
+    """Request of BatchGetCallerFeedback."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    RUN_IDS_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """The thread of the runs. Required."""
+    @_builtins.property
+    def run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The runs: 1 to 100 ids; more is INVALID_ARGUMENT. Runs that are not in
+        the thread, or unknown, get an empty entry.
+        """
+
+    def __init__(
+        self,
+        *,
+        thread_id: _builtins.str = ...,
+        run_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_ids", b"run_ids", "thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetCallerFeedbackRequest: _TypeAlias = BatchGetCallerFeedbackRequest  # noqa: Y015
+
+@_typing.final
+class BatchGetCallerFeedbackResponse(_message.Message):
+    """Response of BatchGetCallerFeedback."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUNS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallerRunFeedback]:
+        """One entry per requested run id, in request order."""
+
+    def __init__(
+        self,
+        *,
+        runs: _abc.Iterable[Global___CallerRunFeedback] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["runs", b"runs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetCallerFeedbackResponse: _TypeAlias = BatchGetCallerFeedbackResponse  # noqa: Y015
+
+@_typing.final
+class CallerRunFeedback(_message.Message):
+    """The caller's feedback on one run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    RUN_FEEDBACK_FIELD_NUMBER: _builtins.int
+    MESSAGE_FEEDBACK_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The requested run."""
+    @_builtins.property
+    def run_feedback(self) -> Global___Feedback:
+        """The caller's feedback on the run as a whole; unset when they gave none."""
+
+    @_builtins.property
+    def message_feedback(self) -> _containers.RepeatedCompositeFieldContainer[Global___Feedback]:
+        """The caller's feedback on messages of the run, oldest first; empty when
+        none.
+        """
+
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        run_feedback: Global___Feedback | None = ...,
+        message_feedback: _abc.Iterable[Global___Feedback] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run_feedback", b"run_feedback"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_feedback", b"message_feedback", "run_feedback", b"run_feedback", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallerRunFeedback: _TypeAlias = CallerRunFeedback  # noqa: Y015
+
+@_typing.final
+class GetThreadFeedbackStatsRequest(_message.Message):
+    """Request of GetThreadFeedbackStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """The thread to count. Required."""
+    def __init__(
+        self,
+        *,
+        thread_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetThreadFeedbackStatsRequest: _TypeAlias = GetThreadFeedbackStatsRequest  # noqa: Y015
+
+@_typing.final
+class ThreadFeedbackStats(_message.Message):
+    """The votes on every run of a thread: every user's run-level feedback, one
+    per user and run.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    POSITIVE_FIELD_NUMBER: _builtins.int
+    NEGATIVE_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    RUNS_WITH_FEEDBACK_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """The counted thread."""
+    total: _builtins.int
+    """Votes on the thread's runs (run-level feedback; message-level feedback is
+    not counted).
+    """
+    positive: _builtins.int
+    """Of those, the votes rated +1."""
+    negative: _builtins.int
+    """Of those, the votes rated -1."""
+    runs_with_feedback: _builtins.int
+    """Runs of the thread with at least one vote."""
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___TagCount]:
+        """How many of those votes carry each tag, sorted by tag; tags no vote
+        carries are left out.
+        """
+
+    def __init__(
+        self,
+        *,
+        thread_id: _builtins.str = ...,
+        total: _builtins.int = ...,
+        positive: _builtins.int = ...,
+        negative: _builtins.int = ...,
+        tags: _abc.Iterable[Global___TagCount] | None = ...,
+        runs_with_feedback: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["negative", b"negative", "positive", b"positive", "runs_with_feedback", b"runs_with_feedback", "tags", b"tags", "thread_id", b"thread_id", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ThreadFeedbackStats: _TypeAlias = ThreadFeedbackStats  # noqa: Y015
+
+@_typing.final
+class GetFeedbackTimeSeriesRequest(_message.Message):
+    """Request of GetFeedbackTimeSeries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    BUCKET_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """The thread to count; empty for every thread, which only a service acting
+    as itself may ask (anyone else gets PERMISSION_DENIED).
+    """
+    bucket: Global___TimeBucket.ValueType
+    """TIME_BUCKET_HOUR or TIME_BUCKET_DAY. Required."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """The start of the first bucket (inclusive). Required; must be a bucket
+        boundary (a whole hour, or midnight, UTC), else INVALID_ARGUMENT.
+        """
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """The end of the last bucket (exclusive). Required; a bucket boundary after
+        start_time, at most 744 hours or 366 days after it, else INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        thread_id: _builtins.str = ...,
+        bucket: Global___TimeBucket.ValueType = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "end_time", b"end_time", "start_time", b"start_time", "thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFeedbackTimeSeriesRequest: _TypeAlias = GetFeedbackTimeSeriesRequest  # noqa: Y015
+
+@_typing.final
+class GetFeedbackTimeSeriesResponse(_message.Message):
+    """Response of GetFeedbackTimeSeries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeSeriesBucket]:
+        """Every bucket of [start_time, end_time), oldest first, empty ones
+        included.
+        """
+
+    def __init__(
+        self,
+        *,
+        buckets: _abc.Iterable[Global___TimeSeriesBucket] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFeedbackTimeSeriesResponse: _TypeAlias = GetFeedbackTimeSeriesResponse  # noqa: Y015
+
+@_typing.final
+class TimeSeriesBucket(_message.Message):
+    """The votes first given within one bucket."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    POSITIVE_FIELD_NUMBER: _builtins.int
+    NEGATIVE_FIELD_NUMBER: _builtins.int
+    positive: _builtins.int
+    """Votes rated +1 (run-level feedback created in the bucket)."""
+    negative: _builtins.int
+    """Votes rated -1."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the bucket starts (UTC); it ends where the next one starts."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        positive: _builtins.int = ...,
+        negative: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["negative", b"negative", "positive", b"positive", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimeSeriesBucket: _TypeAlias = TimeSeriesBucket  # noqa: Y015
 
 @_typing.final
 class StreamFeedbackChangesRequest(_message.Message):

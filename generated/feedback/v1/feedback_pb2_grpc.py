@@ -37,6 +37,11 @@ class FeedbackServiceStub:
     Identifiers (thread_id, run_id, message_id, feedback_id, user ids) are 1 to
     128 characters from `A-Z a-z 0-9 . _ : @ | -`; anything else is
     INVALID_ARGUMENT naming the field (google.rpc.BadRequest details).
+
+    Counting: a user has one vote per run, their run-level feedback (empty
+    message_id). Every `total`, `positive`, `negative` and tag count counts
+    those votes only; message-level feedback is counted per message
+    (`FeedbackStats.messages`, with `include_messages`).
     """
 
     def __init__(self, channel):
@@ -85,6 +90,21 @@ class FeedbackServiceStub:
                 request_serializer=feedback_dot_v1_dot_feedback__pb2.BatchGetFeedbackStatsRequest.SerializeToString,
                 response_deserializer=feedback_dot_v1_dot_feedback__pb2.BatchGetFeedbackStatsResponse.FromString,
                 _registered_method=True)
+        self.BatchGetCallerFeedback = channel.unary_unary(
+                '/feedback.v1.FeedbackService/BatchGetCallerFeedback',
+                request_serializer=feedback_dot_v1_dot_feedback__pb2.BatchGetCallerFeedbackRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__pb2.BatchGetCallerFeedbackResponse.FromString,
+                _registered_method=True)
+        self.GetThreadFeedbackStats = channel.unary_unary(
+                '/feedback.v1.FeedbackService/GetThreadFeedbackStats',
+                request_serializer=feedback_dot_v1_dot_feedback__pb2.GetThreadFeedbackStatsRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__pb2.ThreadFeedbackStats.FromString,
+                _registered_method=True)
+        self.GetFeedbackTimeSeries = channel.unary_unary(
+                '/feedback.v1.FeedbackService/GetFeedbackTimeSeries',
+                request_serializer=feedback_dot_v1_dot_feedback__pb2.GetFeedbackTimeSeriesRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__pb2.GetFeedbackTimeSeriesResponse.FromString,
+                _registered_method=True)
         self.StreamFeedbackChanges = channel.unary_stream(
                 '/feedback.v1.FeedbackService/StreamFeedbackChanges',
                 request_serializer=feedback_dot_v1_dot_feedback__pb2.StreamFeedbackChangesRequest.SerializeToString,
@@ -109,13 +129,19 @@ class FeedbackServiceServicer:
     Identifiers (thread_id, run_id, message_id, feedback_id, user ids) are 1 to
     128 characters from `A-Z a-z 0-9 . _ : @ | -`; anything else is
     INVALID_ARGUMENT naming the field (google.rpc.BadRequest details).
+
+    Counting: a user has one vote per run, their run-level feedback (empty
+    message_id). Every `total`, `positive`, `negative` and tag count counts
+    those votes only; message-level feedback is counted per message
+    (`FeedbackStats.messages`, with `include_messages`).
     """
 
     def CreateFeedback(self, request, context):
         """Rates a run. Needs `threads:write` and a user; the thread must be
         registered and owned by the caller or shared, and the run must belong to
         it (else NOT_FOUND). One feedback per (thread, run, user, message_id):
-        a second one is ALREADY_EXISTS (use UpsertFeedback to change it). Send a
+        a second one is ALREADY_EXISTS (use UpsertFeedback to change it). The
+        feedback and its tags are written in one transaction. Send a
         `request_id` to retry safely: a repeat returns the first call's feedback.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -124,8 +150,9 @@ class FeedbackServiceServicer:
 
     def UpsertFeedback(self, request, context):
         """Creates or replaces the caller's feedback on a run (or on one message of
-        it) in one atomic statement. Repeating it returns the same feedback_id,
-        keeps created_at and moves updated_at. Same access rules and errors as
+        it), with its tags, in one transaction: no reader ever sees the new rating
+        with the old tags. Repeating it returns the same feedback_id, keeps
+        created_at and moves updated_at. Same access rules and errors as
         CreateFeedback, without ALREADY_EXISTS.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -134,20 +161,25 @@ class FeedbackServiceServicer:
 
     def ListFeedback(self, request, context):
         """Lists feedback on a run, oldest first. A user sees only their own
-        feedback; a service acting as itself sees everyone's. Needs
-        `threads:read`; passes for an owned, shared or unregistered thread. An
-        unknown run gives an empty list. A page ends before its feedback would
-        pass 1 MiB serialized (it holds at least one), so it fits a default
-        client's 4 MiB receive limit: it may hold fewer than `page_size` while
-        more follow; page until `next_page_token` is empty.
+        feedback; a service acting as itself sees everyone's, or one user's with
+        `user_id`. The filters (rating, has_comment, tag, created_after,
+        created_before, user_id) narrow the list; a page token only continues
+        the query, filters included, that returned it. Needs `threads:read`;
+        passes for an owned, shared or unregistered thread. An unknown run gives
+        an empty list. A page ends before its feedback would pass 1 MiB
+        serialized (it holds at least one), so it fits a default client's 4 MiB
+        receive limit: it may hold fewer than `page_size` while more follow; page
+        until `next_page_token` is empty.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetFeedbackStats(self, request, context):
-        """Counts every user's feedback on a run. Needs `threads:read`; passes for an
-        owned, shared or unregistered thread. A run without feedback gives zeros.
+        """Counts the votes on a run: every user's run-level feedback (one per user),
+        and their tags; with `include_messages`, also the message-level feedback,
+        per message. Needs `threads:read`; passes for an owned, shared or
+        unregistered thread. A run without feedback gives zeros.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -175,20 +207,60 @@ class FeedbackServiceServicer:
 
     def ListThreadFeedback(self, request, context):
         """Lists the caller's feedback on every run of a thread, oldest first (a
-        service acting as itself sees everyone's). Needs `threads:read`; passes for
-        an owned, shared or unregistered thread. A page ends before its feedback
-        would pass 1 MiB serialized (it holds at least one), so it fits a default
-        client's 4 MiB receive limit: it may hold fewer than `page_size` while
-        more follow; page until `next_page_token` is empty.
+        service acting as itself sees everyone's, or one user's with `user_id`).
+        Takes the same filters as ListFeedback, and its page tokens are bound to
+        them the same way. Needs `threads:read`; passes for an owned, shared or
+        unregistered thread. A page ends before its feedback would pass 1 MiB
+        serialized (it holds at least one), so it fits a default client's 4 MiB
+        receive limit: it may hold fewer than `page_size` while more follow; page
+        until `next_page_token` is empty.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def BatchGetFeedbackStats(self, request, context):
-        """Counts every user's feedback on up to 100 runs of a thread, one result per
-        requested run in request order (repeats included). Needs `threads:read`;
-        passes for an owned, shared or unregistered thread.
+        """Counts the votes on up to 100 runs of a thread, as GetFeedbackStats does
+        for one, one result per requested run in request order (repeats
+        included). Needs `threads:read`; passes for an owned, shared or
+        unregistered thread.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchGetCallerFeedback(self, request, context):
+        """The caller's own feedback on up to 100 runs of a thread, one entry per
+        requested run in request order (repeats included): their run-level
+        feedback (unset when they gave none) and their message-level feedback on
+        that run. What a thread view needs to light the thumbs on a page of runs.
+        Needs `threads:read` and a user (a service acting as itself gets
+        FAILED_PRECONDITION); passes for an owned, shared or unregistered thread.
+        At most 1000 feedback and 1 MiB in all: more is FAILED_PRECONDITION (ask
+        for fewer runs, or page through them with ListFeedback).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetThreadFeedbackStats(self, request, context):
+        """Counts the votes on every run of a thread: every user's run-level
+        feedback (one per user and run), their tags, and how many runs have at
+        least one vote. Needs `threads:read`; passes for an owned, shared or
+        unregistered thread. A thread without feedback gives zeros.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFeedbackTimeSeries(self, request, context):
+        """Positive and negative votes (run-level feedback) per hour or per day, in
+        UTC, over [start_time, end_time), by when each vote was first given
+        (created_at), with its rating as it stands now. Every bucket of the range
+        is returned, empty ones as zeros. Needs `threads:read`; passes for an
+        owned, shared or unregistered thread. An empty thread_id counts every
+        thread: only a service acting as itself may ask that (anyone else gets
+        PERMISSION_DENIED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -278,6 +350,21 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
                     request_deserializer=feedback_dot_v1_dot_feedback__pb2.BatchGetFeedbackStatsRequest.FromString,
                     response_serializer=feedback_dot_v1_dot_feedback__pb2.BatchGetFeedbackStatsResponse.SerializeToString,
             ),
+            'BatchGetCallerFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetCallerFeedback,
+                    request_deserializer=feedback_dot_v1_dot_feedback__pb2.BatchGetCallerFeedbackRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__pb2.BatchGetCallerFeedbackResponse.SerializeToString,
+            ),
+            'GetThreadFeedbackStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetThreadFeedbackStats,
+                    request_deserializer=feedback_dot_v1_dot_feedback__pb2.GetThreadFeedbackStatsRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__pb2.ThreadFeedbackStats.SerializeToString,
+            ),
+            'GetFeedbackTimeSeries': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFeedbackTimeSeries,
+                    request_deserializer=feedback_dot_v1_dot_feedback__pb2.GetFeedbackTimeSeriesRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__pb2.GetFeedbackTimeSeriesResponse.SerializeToString,
+            ),
             'StreamFeedbackChanges': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamFeedbackChanges,
                     request_deserializer=feedback_dot_v1_dot_feedback__pb2.StreamFeedbackChangesRequest.FromString,
@@ -308,6 +395,11 @@ class FeedbackService:
     Identifiers (thread_id, run_id, message_id, feedback_id, user ids) are 1 to
     128 characters from `A-Z a-z 0-9 . _ : @ | -`; anything else is
     INVALID_ARGUMENT naming the field (google.rpc.BadRequest details).
+
+    Counting: a user has one vote per run, their run-level feedback (empty
+    message_id). Every `total`, `positive`, `negative` and tag count counts
+    those votes only; message-level feedback is counted per message
+    (`FeedbackStats.messages`, with `include_messages`).
     """
 
     @staticmethod
@@ -516,6 +608,87 @@ class FeedbackService:
             '/feedback.v1.FeedbackService/BatchGetFeedbackStats',
             feedback_dot_v1_dot_feedback__pb2.BatchGetFeedbackStatsRequest.SerializeToString,
             feedback_dot_v1_dot_feedback__pb2.BatchGetFeedbackStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetCallerFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/BatchGetCallerFeedback',
+            feedback_dot_v1_dot_feedback__pb2.BatchGetCallerFeedbackRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__pb2.BatchGetCallerFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetThreadFeedbackStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/GetThreadFeedbackStats',
+            feedback_dot_v1_dot_feedback__pb2.GetThreadFeedbackStatsRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__pb2.ThreadFeedbackStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFeedbackTimeSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/GetFeedbackTimeSeries',
+            feedback_dot_v1_dot_feedback__pb2.GetFeedbackTimeSeriesRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__pb2.GetFeedbackTimeSeriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

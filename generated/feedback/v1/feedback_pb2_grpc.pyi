@@ -38,6 +38,11 @@ class FeedbackServiceStub:
     Identifiers (thread_id, run_id, message_id, feedback_id, user ids) are 1 to
     128 characters from `A-Z a-z 0-9 . _ : @ | -`; anything else is
     INVALID_ARGUMENT naming the field (google.rpc.BadRequest details).
+
+    Counting: a user has one vote per run, their run-level feedback (empty
+    message_id). Every `total`, `positive`, `negative` and tag count counts
+    those votes only; message-level feedback is counted per message
+    (`FeedbackStats.messages`, with `include_messages`).
     """
 
     @_typing.overload
@@ -48,27 +53,34 @@ class FeedbackServiceStub:
     """Rates a run. Needs `threads:write` and a user; the thread must be
     registered and owned by the caller or shared, and the run must belong to
     it (else NOT_FOUND). One feedback per (thread, run, user, message_id):
-    a second one is ALREADY_EXISTS (use UpsertFeedback to change it). Send a
+    a second one is ALREADY_EXISTS (use UpsertFeedback to change it). The
+    feedback and its tags are written in one transaction. Send a
     `request_id` to retry safely: a repeat returns the first call's feedback.
     """
     UpsertFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.UpsertFeedbackRequest, _feedback_pb2.Feedback]
     """Creates or replaces the caller's feedback on a run (or on one message of
-    it) in one atomic statement. Repeating it returns the same feedback_id,
-    keeps created_at and moves updated_at. Same access rules and errors as
+    it), with its tags, in one transaction: no reader ever sees the new rating
+    with the old tags. Repeating it returns the same feedback_id, keeps
+    created_at and moves updated_at. Same access rules and errors as
     CreateFeedback, without ALREADY_EXISTS.
     """
     ListFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.ListFeedbackRequest, _feedback_pb2.ListFeedbackResponse]
     """Lists feedback on a run, oldest first. A user sees only their own
-    feedback; a service acting as itself sees everyone's. Needs
-    `threads:read`; passes for an owned, shared or unregistered thread. An
-    unknown run gives an empty list. A page ends before its feedback would
-    pass 1 MiB serialized (it holds at least one), so it fits a default
-    client's 4 MiB receive limit: it may hold fewer than `page_size` while
-    more follow; page until `next_page_token` is empty.
+    feedback; a service acting as itself sees everyone's, or one user's with
+    `user_id`. The filters (rating, has_comment, tag, created_after,
+    created_before, user_id) narrow the list; a page token only continues
+    the query, filters included, that returned it. Needs `threads:read`;
+    passes for an owned, shared or unregistered thread. An unknown run gives
+    an empty list. A page ends before its feedback would pass 1 MiB
+    serialized (it holds at least one), so it fits a default client's 4 MiB
+    receive limit: it may hold fewer than `page_size` while more follow; page
+    until `next_page_token` is empty.
     """
     GetFeedbackStats: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.GetFeedbackStatsRequest, _feedback_pb2.FeedbackStats]
-    """Counts every user's feedback on a run. Needs `threads:read`; passes for an
-    owned, shared or unregistered thread. A run without feedback gives zeros.
+    """Counts the votes on a run: every user's run-level feedback (one per user),
+    and their tags; with `include_messages`, also the message-level feedback,
+    per message. Needs `threads:read`; passes for an owned, shared or
+    unregistered thread. A run without feedback gives zeros.
     """
     DeleteFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.DeleteFeedbackRequest, _feedback_pb2.DeleteFeedbackResponse]
     """Deletes one of the caller's feedback by id. Needs `threads:delete` and a
@@ -84,16 +96,44 @@ class FeedbackServiceStub:
     """
     ListThreadFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.ListThreadFeedbackRequest, _feedback_pb2.ListThreadFeedbackResponse]
     """Lists the caller's feedback on every run of a thread, oldest first (a
-    service acting as itself sees everyone's). Needs `threads:read`; passes for
-    an owned, shared or unregistered thread. A page ends before its feedback
-    would pass 1 MiB serialized (it holds at least one), so it fits a default
-    client's 4 MiB receive limit: it may hold fewer than `page_size` while
-    more follow; page until `next_page_token` is empty.
+    service acting as itself sees everyone's, or one user's with `user_id`).
+    Takes the same filters as ListFeedback, and its page tokens are bound to
+    them the same way. Needs `threads:read`; passes for an owned, shared or
+    unregistered thread. A page ends before its feedback would pass 1 MiB
+    serialized (it holds at least one), so it fits a default client's 4 MiB
+    receive limit: it may hold fewer than `page_size` while more follow; page
+    until `next_page_token` is empty.
     """
     BatchGetFeedbackStats: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.BatchGetFeedbackStatsRequest, _feedback_pb2.BatchGetFeedbackStatsResponse]
-    """Counts every user's feedback on up to 100 runs of a thread, one result per
-    requested run in request order (repeats included). Needs `threads:read`;
-    passes for an owned, shared or unregistered thread.
+    """Counts the votes on up to 100 runs of a thread, as GetFeedbackStats does
+    for one, one result per requested run in request order (repeats
+    included). Needs `threads:read`; passes for an owned, shared or
+    unregistered thread.
+    """
+    BatchGetCallerFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.BatchGetCallerFeedbackRequest, _feedback_pb2.BatchGetCallerFeedbackResponse]
+    """The caller's own feedback on up to 100 runs of a thread, one entry per
+    requested run in request order (repeats included): their run-level
+    feedback (unset when they gave none) and their message-level feedback on
+    that run. What a thread view needs to light the thumbs on a page of runs.
+    Needs `threads:read` and a user (a service acting as itself gets
+    FAILED_PRECONDITION); passes for an owned, shared or unregistered thread.
+    At most 1000 feedback and 1 MiB in all: more is FAILED_PRECONDITION (ask
+    for fewer runs, or page through them with ListFeedback).
+    """
+    GetThreadFeedbackStats: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.GetThreadFeedbackStatsRequest, _feedback_pb2.ThreadFeedbackStats]
+    """Counts the votes on every run of a thread: every user's run-level
+    feedback (one per user and run), their tags, and how many runs have at
+    least one vote. Needs `threads:read`; passes for an owned, shared or
+    unregistered thread. A thread without feedback gives zeros.
+    """
+    GetFeedbackTimeSeries: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.GetFeedbackTimeSeriesRequest, _feedback_pb2.GetFeedbackTimeSeriesResponse]
+    """Positive and negative votes (run-level feedback) per hour or per day, in
+    UTC, over [start_time, end_time), by when each vote was first given
+    (created_at), with its rating as it stands now. Every bucket of the range
+    is returned, empty ones as zeros. Needs `threads:read`; passes for an
+    owned, shared or unregistered thread. An empty thread_id counts every
+    thread: only a service acting as itself may ask that (anyone else gets
+    PERMISSION_DENIED).
     """
     StreamFeedbackChanges: _grpc.UnaryStreamMultiCallable[_feedback_pb2.StreamFeedbackChangesRequest, _feedback_pb2.FeedbackChange]
     """Streams the changes to the stored feedback after `after_cursor`, in the
@@ -142,6 +182,11 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     Identifiers (thread_id, run_id, message_id, feedback_id, user ids) are 1 to
     128 characters from `A-Z a-z 0-9 . _ : @ | -`; anything else is
     INVALID_ARGUMENT naming the field (google.rpc.BadRequest details).
+
+    Counting: a user has one vote per run, their run-level feedback (empty
+    message_id). Every `total`, `positive`, `negative` and tag count counts
+    those votes only; message-level feedback is counted per message
+    (`FeedbackStats.messages`, with `include_messages`).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -149,27 +194,34 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     """Rates a run. Needs `threads:write` and a user; the thread must be
     registered and owned by the caller or shared, and the run must belong to
     it (else NOT_FOUND). One feedback per (thread, run, user, message_id):
-    a second one is ALREADY_EXISTS (use UpsertFeedback to change it). Send a
+    a second one is ALREADY_EXISTS (use UpsertFeedback to change it). The
+    feedback and its tags are written in one transaction. Send a
     `request_id` to retry safely: a repeat returns the first call's feedback.
     """
     UpsertFeedback: _aio.UnaryUnaryMultiCallable[_feedback_pb2.UpsertFeedbackRequest, _feedback_pb2.Feedback]  # type: ignore[assignment]
     """Creates or replaces the caller's feedback on a run (or on one message of
-    it) in one atomic statement. Repeating it returns the same feedback_id,
-    keeps created_at and moves updated_at. Same access rules and errors as
+    it), with its tags, in one transaction: no reader ever sees the new rating
+    with the old tags. Repeating it returns the same feedback_id, keeps
+    created_at and moves updated_at. Same access rules and errors as
     CreateFeedback, without ALREADY_EXISTS.
     """
     ListFeedback: _aio.UnaryUnaryMultiCallable[_feedback_pb2.ListFeedbackRequest, _feedback_pb2.ListFeedbackResponse]  # type: ignore[assignment]
     """Lists feedback on a run, oldest first. A user sees only their own
-    feedback; a service acting as itself sees everyone's. Needs
-    `threads:read`; passes for an owned, shared or unregistered thread. An
-    unknown run gives an empty list. A page ends before its feedback would
-    pass 1 MiB serialized (it holds at least one), so it fits a default
-    client's 4 MiB receive limit: it may hold fewer than `page_size` while
-    more follow; page until `next_page_token` is empty.
+    feedback; a service acting as itself sees everyone's, or one user's with
+    `user_id`. The filters (rating, has_comment, tag, created_after,
+    created_before, user_id) narrow the list; a page token only continues
+    the query, filters included, that returned it. Needs `threads:read`;
+    passes for an owned, shared or unregistered thread. An unknown run gives
+    an empty list. A page ends before its feedback would pass 1 MiB
+    serialized (it holds at least one), so it fits a default client's 4 MiB
+    receive limit: it may hold fewer than `page_size` while more follow; page
+    until `next_page_token` is empty.
     """
     GetFeedbackStats: _aio.UnaryUnaryMultiCallable[_feedback_pb2.GetFeedbackStatsRequest, _feedback_pb2.FeedbackStats]  # type: ignore[assignment]
-    """Counts every user's feedback on a run. Needs `threads:read`; passes for an
-    owned, shared or unregistered thread. A run without feedback gives zeros.
+    """Counts the votes on a run: every user's run-level feedback (one per user),
+    and their tags; with `include_messages`, also the message-level feedback,
+    per message. Needs `threads:read`; passes for an owned, shared or
+    unregistered thread. A run without feedback gives zeros.
     """
     DeleteFeedback: _aio.UnaryUnaryMultiCallable[_feedback_pb2.DeleteFeedbackRequest, _feedback_pb2.DeleteFeedbackResponse]  # type: ignore[assignment]
     """Deletes one of the caller's feedback by id. Needs `threads:delete` and a
@@ -185,16 +237,44 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     """
     ListThreadFeedback: _aio.UnaryUnaryMultiCallable[_feedback_pb2.ListThreadFeedbackRequest, _feedback_pb2.ListThreadFeedbackResponse]  # type: ignore[assignment]
     """Lists the caller's feedback on every run of a thread, oldest first (a
-    service acting as itself sees everyone's). Needs `threads:read`; passes for
-    an owned, shared or unregistered thread. A page ends before its feedback
-    would pass 1 MiB serialized (it holds at least one), so it fits a default
-    client's 4 MiB receive limit: it may hold fewer than `page_size` while
-    more follow; page until `next_page_token` is empty.
+    service acting as itself sees everyone's, or one user's with `user_id`).
+    Takes the same filters as ListFeedback, and its page tokens are bound to
+    them the same way. Needs `threads:read`; passes for an owned, shared or
+    unregistered thread. A page ends before its feedback would pass 1 MiB
+    serialized (it holds at least one), so it fits a default client's 4 MiB
+    receive limit: it may hold fewer than `page_size` while more follow; page
+    until `next_page_token` is empty.
     """
     BatchGetFeedbackStats: _aio.UnaryUnaryMultiCallable[_feedback_pb2.BatchGetFeedbackStatsRequest, _feedback_pb2.BatchGetFeedbackStatsResponse]  # type: ignore[assignment]
-    """Counts every user's feedback on up to 100 runs of a thread, one result per
-    requested run in request order (repeats included). Needs `threads:read`;
-    passes for an owned, shared or unregistered thread.
+    """Counts the votes on up to 100 runs of a thread, as GetFeedbackStats does
+    for one, one result per requested run in request order (repeats
+    included). Needs `threads:read`; passes for an owned, shared or
+    unregistered thread.
+    """
+    BatchGetCallerFeedback: _aio.UnaryUnaryMultiCallable[_feedback_pb2.BatchGetCallerFeedbackRequest, _feedback_pb2.BatchGetCallerFeedbackResponse]  # type: ignore[assignment]
+    """The caller's own feedback on up to 100 runs of a thread, one entry per
+    requested run in request order (repeats included): their run-level
+    feedback (unset when they gave none) and their message-level feedback on
+    that run. What a thread view needs to light the thumbs on a page of runs.
+    Needs `threads:read` and a user (a service acting as itself gets
+    FAILED_PRECONDITION); passes for an owned, shared or unregistered thread.
+    At most 1000 feedback and 1 MiB in all: more is FAILED_PRECONDITION (ask
+    for fewer runs, or page through them with ListFeedback).
+    """
+    GetThreadFeedbackStats: _aio.UnaryUnaryMultiCallable[_feedback_pb2.GetThreadFeedbackStatsRequest, _feedback_pb2.ThreadFeedbackStats]  # type: ignore[assignment]
+    """Counts the votes on every run of a thread: every user's run-level
+    feedback (one per user and run), their tags, and how many runs have at
+    least one vote. Needs `threads:read`; passes for an owned, shared or
+    unregistered thread. A thread without feedback gives zeros.
+    """
+    GetFeedbackTimeSeries: _aio.UnaryUnaryMultiCallable[_feedback_pb2.GetFeedbackTimeSeriesRequest, _feedback_pb2.GetFeedbackTimeSeriesResponse]  # type: ignore[assignment]
+    """Positive and negative votes (run-level feedback) per hour or per day, in
+    UTC, over [start_time, end_time), by when each vote was first given
+    (created_at), with its rating as it stands now. Every bucket of the range
+    is returned, empty ones as zeros. Needs `threads:read`; passes for an
+    owned, shared or unregistered thread. An empty thread_id counts every
+    thread: only a service acting as itself may ask that (anyone else gets
+    PERMISSION_DENIED).
     """
     StreamFeedbackChanges: _aio.UnaryStreamMultiCallable[_feedback_pb2.StreamFeedbackChangesRequest, _feedback_pb2.FeedbackChange]  # type: ignore[assignment]
     """Streams the changes to the stored feedback after `after_cursor`, in the
@@ -242,6 +322,11 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
     Identifiers (thread_id, run_id, message_id, feedback_id, user ids) are 1 to
     128 characters from `A-Z a-z 0-9 . _ : @ | -`; anything else is
     INVALID_ARGUMENT naming the field (google.rpc.BadRequest details).
+
+    Counting: a user has one vote per run, their run-level feedback (empty
+    message_id). Every `total`, `positive`, `negative` and tag count counts
+    those votes only; message-level feedback is counted per message
+    (`FeedbackStats.messages`, with `include_messages`).
     """
 
     @_abc_1.abstractmethod
@@ -253,7 +338,8 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         """Rates a run. Needs `threads:write` and a user; the thread must be
         registered and owned by the caller or shared, and the run must belong to
         it (else NOT_FOUND). One feedback per (thread, run, user, message_id):
-        a second one is ALREADY_EXISTS (use UpsertFeedback to change it). Send a
+        a second one is ALREADY_EXISTS (use UpsertFeedback to change it). The
+        feedback and its tags are written in one transaction. Send a
         `request_id` to retry safely: a repeat returns the first call's feedback.
         """
 
@@ -264,8 +350,9 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_feedback_pb2.Feedback, _abc.Awaitable[_feedback_pb2.Feedback]]:
         """Creates or replaces the caller's feedback on a run (or on one message of
-        it) in one atomic statement. Repeating it returns the same feedback_id,
-        keeps created_at and moves updated_at. Same access rules and errors as
+        it), with its tags, in one transaction: no reader ever sees the new rating
+        with the old tags. Repeating it returns the same feedback_id, keeps
+        created_at and moves updated_at. Same access rules and errors as
         CreateFeedback, without ALREADY_EXISTS.
         """
 
@@ -276,12 +363,15 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_feedback_pb2.ListFeedbackResponse, _abc.Awaitable[_feedback_pb2.ListFeedbackResponse]]:
         """Lists feedback on a run, oldest first. A user sees only their own
-        feedback; a service acting as itself sees everyone's. Needs
-        `threads:read`; passes for an owned, shared or unregistered thread. An
-        unknown run gives an empty list. A page ends before its feedback would
-        pass 1 MiB serialized (it holds at least one), so it fits a default
-        client's 4 MiB receive limit: it may hold fewer than `page_size` while
-        more follow; page until `next_page_token` is empty.
+        feedback; a service acting as itself sees everyone's, or one user's with
+        `user_id`. The filters (rating, has_comment, tag, created_after,
+        created_before, user_id) narrow the list; a page token only continues
+        the query, filters included, that returned it. Needs `threads:read`;
+        passes for an owned, shared or unregistered thread. An unknown run gives
+        an empty list. A page ends before its feedback would pass 1 MiB
+        serialized (it holds at least one), so it fits a default client's 4 MiB
+        receive limit: it may hold fewer than `page_size` while more follow; page
+        until `next_page_token` is empty.
         """
 
     @_abc_1.abstractmethod
@@ -290,8 +380,10 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _feedback_pb2.GetFeedbackStatsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_feedback_pb2.FeedbackStats, _abc.Awaitable[_feedback_pb2.FeedbackStats]]:
-        """Counts every user's feedback on a run. Needs `threads:read`; passes for an
-        owned, shared or unregistered thread. A run without feedback gives zeros.
+        """Counts the votes on a run: every user's run-level feedback (one per user),
+        and their tags; with `include_messages`, also the message-level feedback,
+        per message. Needs `threads:read`; passes for an owned, shared or
+        unregistered thread. A run without feedback gives zeros.
         """
 
     @_abc_1.abstractmethod
@@ -325,11 +417,13 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_feedback_pb2.ListThreadFeedbackResponse, _abc.Awaitable[_feedback_pb2.ListThreadFeedbackResponse]]:
         """Lists the caller's feedback on every run of a thread, oldest first (a
-        service acting as itself sees everyone's). Needs `threads:read`; passes for
-        an owned, shared or unregistered thread. A page ends before its feedback
-        would pass 1 MiB serialized (it holds at least one), so it fits a default
-        client's 4 MiB receive limit: it may hold fewer than `page_size` while
-        more follow; page until `next_page_token` is empty.
+        service acting as itself sees everyone's, or one user's with `user_id`).
+        Takes the same filters as ListFeedback, and its page tokens are bound to
+        them the same way. Needs `threads:read`; passes for an owned, shared or
+        unregistered thread. A page ends before its feedback would pass 1 MiB
+        serialized (it holds at least one), so it fits a default client's 4 MiB
+        receive limit: it may hold fewer than `page_size` while more follow; page
+        until `next_page_token` is empty.
         """
 
     @_abc_1.abstractmethod
@@ -338,9 +432,53 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _feedback_pb2.BatchGetFeedbackStatsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_feedback_pb2.BatchGetFeedbackStatsResponse, _abc.Awaitable[_feedback_pb2.BatchGetFeedbackStatsResponse]]:
-        """Counts every user's feedback on up to 100 runs of a thread, one result per
-        requested run in request order (repeats included). Needs `threads:read`;
-        passes for an owned, shared or unregistered thread.
+        """Counts the votes on up to 100 runs of a thread, as GetFeedbackStats does
+        for one, one result per requested run in request order (repeats
+        included). Needs `threads:read`; passes for an owned, shared or
+        unregistered thread.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchGetCallerFeedback(
+        self,
+        request: _feedback_pb2.BatchGetCallerFeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_pb2.BatchGetCallerFeedbackResponse, _abc.Awaitable[_feedback_pb2.BatchGetCallerFeedbackResponse]]:
+        """The caller's own feedback on up to 100 runs of a thread, one entry per
+        requested run in request order (repeats included): their run-level
+        feedback (unset when they gave none) and their message-level feedback on
+        that run. What a thread view needs to light the thumbs on a page of runs.
+        Needs `threads:read` and a user (a service acting as itself gets
+        FAILED_PRECONDITION); passes for an owned, shared or unregistered thread.
+        At most 1000 feedback and 1 MiB in all: more is FAILED_PRECONDITION (ask
+        for fewer runs, or page through them with ListFeedback).
+        """
+
+    @_abc_1.abstractmethod
+    def GetThreadFeedbackStats(
+        self,
+        request: _feedback_pb2.GetThreadFeedbackStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_pb2.ThreadFeedbackStats, _abc.Awaitable[_feedback_pb2.ThreadFeedbackStats]]:
+        """Counts the votes on every run of a thread: every user's run-level
+        feedback (one per user and run), their tags, and how many runs have at
+        least one vote. Needs `threads:read`; passes for an owned, shared or
+        unregistered thread. A thread without feedback gives zeros.
+        """
+
+    @_abc_1.abstractmethod
+    def GetFeedbackTimeSeries(
+        self,
+        request: _feedback_pb2.GetFeedbackTimeSeriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_pb2.GetFeedbackTimeSeriesResponse, _abc.Awaitable[_feedback_pb2.GetFeedbackTimeSeriesResponse]]:
+        """Positive and negative votes (run-level feedback) per hour or per day, in
+        UTC, over [start_time, end_time), by when each vote was first given
+        (created_at), with its rating as it stands now. Every bucket of the range
+        is returned, empty ones as zeros. Needs `threads:read`; passes for an
+        owned, shared or unregistered thread. An empty thread_id counts every
+        thread: only a service acting as itself may ask that (anyone else gets
+        PERMISSION_DENIED).
         """
 
     @_abc_1.abstractmethod
