@@ -34,20 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workload as w
 
 
-def service_server_options() -> tuple[list, dict]:
-    """The options (and the concurrency limit) feedback-service gives its own
-    server with the default settings, taken from its code so that the ceiling
-    follows the service; a version without server_options() used only
-    so_reuseport."""
+def service_server_options() -> list:
+    """The options feedback-service gives its own server with the default
+    settings, taken from its code so that the ceiling follows the service (the
+    service sets no gRPC maximum_concurrent_rpcs: it limits calls itself)."""
     from feedback_service import server as service_server
     from feedback_service.config import Settings
 
-    settings = Settings.from_env({})
-    if not hasattr(service_server, "server_options"):
-        return [("grpc.so_reuseport", 0)], {}
-    options = service_server.server_options(settings, False)
-    limit = getattr(settings, "max_concurrent_rpcs", None)
-    return options, ({"maximum_concurrent_rpcs": limit} if limit else {})
+    return service_server.server_options(Settings.from_env({}), False)
 
 
 def _timestamp() -> Timestamp:
@@ -148,9 +142,9 @@ class NoopFeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
 
 
 async def serve(listen: str) -> None:
-    options, limits = service_server_options()
-    logging.info("server options %s %s", options, limits)
-    server = grpc.aio.server(options=options, **limits)
+    options = service_server_options()
+    logging.info("server options %s", options)
+    server = grpc.aio.server(options=options)
     feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(NoopFeedbackServicer(), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
