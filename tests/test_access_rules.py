@@ -26,8 +26,16 @@ from feedback_service.server import SERVICES
 from feedback_service.servicers.feedback import FeedbackServicer
 from feedback_service.store.database import Store, open_database
 from feedback_service.store.migrations import migrate
-from tests.conftest import register
-from tests.harness import JWT_SECRET, SERVICE_NAME, SERVICE_TOKEN, as_service, as_service_for, as_user, bearer
+from tests.harness import (
+    JWT_SECRET,
+    SERVICE_NAME,
+    SERVICE_TOKEN,
+    as_service,
+    as_service_for,
+    as_user,
+    bearer,
+    register,
+)
 
 READ, WRITE, DELETE = (
     access_pb2.PERMISSION_THREADS_READ,

@@ -15,15 +15,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from feedback.v1 import feedback_pb2 as pb
-from tests.conftest import bad_fields, register, rpc_error
 from tests.harness import (
     JWT_SECRET,
     SERVICE_TOKEN,
     as_service,
     as_service_for,
     as_user,
+    bad_fields,
     bearer,
     hand_signed,
+    register,
+    rpc_error,
     running_server,
     server_settings,
     user_token,

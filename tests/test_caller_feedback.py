@@ -6,8 +6,7 @@ import pytest
 
 from feedback.v1 import feedback_pb2 as pb
 from feedback_service.domain import feedback as domain_feedback
-from tests.conftest import bad_fields, register, rpc_error
-from tests.harness import as_service, as_service_for, as_user
+from tests.harness import as_service, as_service_for, as_user, bad_fields, register, rpc_error
 
 ALICE = as_user("alice")
 BOB = as_user("bob")

@@ -30,7 +30,6 @@ from feedback_service.store import changes as change_log
 from feedback_service.store import queries
 from feedback_service.store.database import open_database
 from feedback_service.store.models import Feedback
-from tests.conftest import backend_url, bad_fields, register
 from tests.harness import (
     JWT_SECRET,
     Client,
@@ -38,7 +37,10 @@ from tests.harness import (
     as_service,
     as_service_for,
     as_user,
+    backend_url,
+    bad_fields,
     inspect_database,
+    register,
     running_server,
     separate_channel,
     server_settings,

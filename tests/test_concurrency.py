@@ -5,8 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from feedback.v1 import feedback_pb2 as pb
-from tests.conftest import register
-from tests.harness import as_service, as_user
+from tests.harness import as_service, as_user, register
 
 CALLERS = 24
 

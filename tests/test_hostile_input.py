@@ -28,7 +28,6 @@ from feedback.v1 import feedback_pb2 as pb
 from feedback_service.config import Settings
 from feedback_service.domain.pagination import encode_page_token
 from feedback_service.domain.validation import DEFAULT_TAGS
-from tests.conftest import bad_fields
 from tests.harness import (
     CLIENT_ERRORS,
     JWT_SECRET,
@@ -44,6 +43,7 @@ from tests.harness import (
     as_service,
     as_service_for,
     as_user,
+    bad_fields,
     bearer,
     caller_for,
     finish_stream,

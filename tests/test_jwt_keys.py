@@ -18,8 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from feedback.v1 import feedback_pb2 as pb
 from feedback_service.auth.keys import RELOAD_CHECK_INTERVAL_S
-from tests.conftest import rpc_error
-from tests.harness import JWT_SECRET, bearer, running_server, server_settings, user_token
+from tests.harness import JWT_SECRET, bearer, rpc_error, running_server, server_settings, user_token
 
 STATS = pb.GetFeedbackStatsRequest(thread_id="t-any", run_id="r-any")
 # Key files are checked for changes at most this often; wait a bit longer.

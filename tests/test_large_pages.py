@@ -6,8 +6,7 @@ import pytest
 from feedback.v1 import feedback_pb2 as pb
 from feedback_service.domain.pagination import FEEDBACK_OVERHEAD_BYTES, PAGE_BYTE_BUDGET, within_budget
 from feedback_service.domain.validation import COMMENT_MAX_LENGTH
-from tests.conftest import register
-from tests.harness import as_service, as_user
+from tests.harness import as_service, as_user, register
 
 USERS = 300
 COMMENT = "🙂" * COMMENT_MAX_LENGTH  # 4 bytes each in UTF-8: 16 KiB

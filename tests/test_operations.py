@@ -14,7 +14,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from feedback.v1 import feedback_pb2 as pb
-from tests.conftest import register
 from tests.harness import (
     JWT_SECRET,
     Client,
@@ -22,6 +21,7 @@ from tests.harness import (
     as_service,
     as_user,
     outcome,
+    register,
     running_server,
     server_settings,
     sqlite_write_lock,

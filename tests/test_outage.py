@@ -11,8 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from feedback.v1 import feedback_pb2 as pb
-from tests.conftest import backend_url, register
-from tests.harness import as_user, running_server, server_settings
+from tests.harness import as_user, backend_url, register, running_server, server_settings
 from tests.tcp_proxy import TcpProxy
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -17,7 +17,6 @@ import grpc
 import pytest
 
 from feedback.v1 import feedback_pb2 as pb
-from tests.conftest import bad_fields, register, rpc_error
 from tests.harness import (
     JWT_SECRET,
     Client,
@@ -25,7 +24,10 @@ from tests.harness import (
     as_service,
     as_service_for,
     as_user,
+    bad_fields,
     inspect_database,
+    register,
+    rpc_error,
     running_server,
     separate_channel,
     server_settings,

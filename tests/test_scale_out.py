@@ -11,8 +11,7 @@ import grpc
 import pytest
 
 from feedback.v1 import feedback_pb2 as pb
-from tests.conftest import register
-from tests.harness import JWT_SECRET, Client, ServiceProcess, as_service, as_user
+from tests.harness import JWT_SECRET, Client, ServiceProcess, as_service, as_user, register
 
 HOT_USERS = [f"hot{i}" for i in range(4)]  # shared by every hot caller
 OWNED_USERS = [f"own{i}" for i in range(6)]  # each driven by one sequential caller

@@ -15,8 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from feedback.v1 import feedback_pb2 as pb
-from tests.conftest import register
-from tests.harness import BIN, SERVICE_TOKEN, Client, ServiceProcess, as_service, service_env
+from tests.harness import BIN, SERVICE_TOKEN, Client, ServiceProcess, as_service, register, service_env
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from feedback.v1 import feedback_pb2 as pb
-from tests.conftest import register
 from tests.harness import (
     JWT_SECRET,
     METHODS,
@@ -33,6 +32,7 @@ from tests.harness import (
     as_service,
     as_user,
     outcome,
+    register,
     separate_channel,
     sqlite_write_lock,
     wait_until,

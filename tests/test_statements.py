@@ -22,8 +22,7 @@ from contextlib import contextmanager
 import pytest
 
 from feedback.v1 import feedback_pb2 as pb
-from tests.conftest import register
-from tests.harness import as_service, as_user
+from tests.harness import as_service, as_user, register
 
 ALICE = as_user("alice")
 

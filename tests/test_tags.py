@@ -13,13 +13,15 @@ from feedback.v1 import feedback_pb2 as pb
 from feedback.v1 import thread_registry_pb2 as registry_pb2
 from feedback_service.config import Settings
 from feedback_service.domain.validation import DEFAULT_TAGS
-from tests.conftest import bad_fields, register, rpc_error
 from tests.harness import (
     Client,
     as_service,
     as_service_for,
     as_user,
+    bad_fields,
     inspect_database,
+    register,
+    rpc_error,
     running_server,
     server_settings,
 )

@@ -8,8 +8,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from feedback.v1 import feedback_pb2 as pb
-from tests.conftest import bad_fields, register
-from tests.harness import as_service, as_service_for, as_user, inspect_database
+from tests.harness import as_service, as_service_for, as_user, bad_fields, inspect_database, register
 
 ALICE = as_user("alice")
 BOB = as_user("bob")

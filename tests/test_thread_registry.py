@@ -4,8 +4,7 @@ import grpc
 
 from feedback.v1 import feedback_pb2 as pb
 from feedback.v1 import thread_registry_pb2 as registry_pb2
-from tests.conftest import bad_fields, register, rpc_error
-from tests.harness import as_service, as_user
+from tests.harness import as_service, as_user, bad_fields, register, rpc_error
 
 SERVICE = as_service()
 

@@ -17,8 +17,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from feedback.v1 import feedback_pb2 as pb
 from feedback.v1 import thread_registry_pb2 as registry_pb2
-from tests.conftest import rpc_error
-from tests.harness import Client, as_service, as_user, running_server, server_settings
+from tests.harness import Client, as_service, as_user, rpc_error, running_server, server_settings
 
 STATS = pb.GetFeedbackStatsRequest(thread_id="t-any", run_id="r-any")
 TIMEOUT_S = 10

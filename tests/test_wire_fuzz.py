@@ -26,7 +26,6 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from feedback_service.domain.validation import DEFAULT_TAGS
-from tests.conftest import backend_url
 from tests.harness import (
     CLIENT_ERRORS,
     JWT_SECRET,
@@ -39,6 +38,7 @@ from tests.harness import (
     as_service,
     as_service_for,
     as_user,
+    backend_url,
     caller_for,
     finish_stream,
     inspect_database,
