@@ -1,23 +1,29 @@
 """What the service's own per-call steps cost, in microseconds of CPU.
 
-    .venv/bin/python benchmarks/percall.py
+    .venv/bin/python benchmarks/percall.py [--db SQLITE_FILE]
 
 Each step runs in a loop in this process and is timed with the thread's CPU
 clock (time.thread_time), so other load on the machine changes the figures
 little; the best of five rounds is printed. These are the steps every RPC pays
 besides the gRPC framework and the database: the access-log line, credentials
 (a cached JWT, a service token), the context variables, the metrics, the
-method-name parse, and building responses. The load tests (run.sh) measure
-the whole call.
+method-name parse, and building responses. With --db (a copy of a database
+benchmarks/load_rows.py built, which this changes), also the store's units of
+work on SQLite, as a user calls them: the SQL, the rows, the records. The load
+tests (run.sh) measure the whole call.
 """
 
 import asyncio
 import contextlib
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from feedback.v1 import feedback_pb2 as pb
 from feedback_service.auth.credentials import Authenticator, JwtVerifier, ServiceTokens
@@ -47,7 +53,7 @@ def rows(count: int) -> list[FeedbackRow]:
     now = time.time_ns() // 1000
     return [
         FeedbackRow(
-            i, str(uuid.uuid4()), "bench-thread", "bench-run", "bench-user", f"m-{i}", 1, "fine", now, now
+            i, str(uuid.uuid4()), "thread", "run", "bench-user", f"m-{i}", 1, "fine", now, now, ("slow",)
         )
         for i in range(count)
     ]
@@ -92,11 +98,51 @@ def steps() -> dict[str, tuple[Callable[[], object], int]]:
     }
 
 
+def store_steps(path: str) -> dict[str, tuple[Callable[[], object], int]]:
+    """The units of work behind the benchmark's scenarios, as a user calls them."""
+    import itertools
+
+    import workload as w
+
+    from feedback_service.config import sqlite_url
+    from feedback_service.domain.records import FeedbackDraft, ListFilter
+    from feedback_service.store import queries
+    from feedback_service.store.database import open_database
+    from feedback_service.store.migrations import migrate
+
+    migrate(open_database(sqlite_url(Path(path))))
+    messages = (f"percall-{i}" for i in itertools.count())
+
+    def create() -> object:
+        draft = FeedbackDraft(w.WRITE_THREAD, w.WRITE_RUNS[0], w.USER, next(messages), 1, "", ())
+        return queries.create_feedback(draft, True)
+
+    upsert = FeedbackDraft(w.WRITE_THREAD, w.WRITE_RUNS[1], w.USER, "", -1, "hot", ())
+    return {
+        "store: GetFeedbackStats (owner + counts)": (
+            lambda: queries.stats_for_runs(w.READ_THREAD, [w.HOT_RUN], False, True),
+            2_000,
+        ),
+        "store: BatchGetFeedbackStats, 50 runs": (
+            lambda: queries.stats_for_runs(w.READ_THREAD, list(w.BATCH_RUNS), False, True),
+            300,
+        ),
+        "store: ListFeedback, page of 100": (
+            lambda: queries.feedback_page(w.READ_THREAD, w.HOT_RUN, w.USER, 0, 101, ListFilter(), True),
+            300,
+        ),
+        "store: CreateFeedback (with its change)": (create, 1_000),
+        "store: UpsertFeedback (with its change)": (lambda: queries.upsert_feedback(upsert, True), 1_000),
+    }
+
+
 async def measure() -> None:
     """Inside a running event loop, as in the server: access lines are
     buffered and written in batches (here to /dev/null)."""
     configure_logging("INFO", "text")
     table = steps()
+    if "--db" in sys.argv:
+        table |= store_steps(sys.argv[sys.argv.index("--db") + 1])
     width = max(len(name) for name in table)
     print(f"{'step':<{width}}  µs/call (CPU, best of {ROUNDS})")
     for name, (step, calls) in table.items():

@@ -50,7 +50,8 @@ def _fill(message: feedback_pb2.Feedback, row: FeedbackRow) -> feedback_pb2.Feed
     at = message.updated_at
     at.seconds, micros = divmod(updated, 1_000_000)
     at.nanos = micros * 1000
-    message.tags.extend(tags)
+    if tags:
+        message.tags.extend(tags)
     return message
 
 
