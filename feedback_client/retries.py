@@ -39,8 +39,10 @@ RETRY_POLICY = {
     "backoffMultiplier": 2,
     "retryableStatusCodes": ["UNAVAILABLE"],
 }
-# Retries stop while more than half of a channel's recent calls failed, so a
-# server that is down is not sent five times the traffic.
+# gRPC's retry throttling: each failure takes a token and each success gives
+# back a tenth of one; with fewer than half of the 10 tokens left (about five
+# failures more than a tenth of the successes), retries stop, so a server
+# that is down is not sent five times the traffic.
 RETRY_THROTTLING = {"maxTokens": 10, "tokenRatio": 0.1}
 
 

@@ -17,13 +17,16 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 JWT_SECRET_FILE = "jwt_secret"  # noqa: S105 - a file name
 
 
-def parse_named_values(spec: str) -> dict[str, str]:
+def parse_named_values(spec: str, setting: str = "the setting") -> dict[str, str]:
     """`name=value,name2=value2` -> {name: value} (values may contain '=')."""
     pairs: dict[str, str] = {}
-    for entry in filter(None, (part.strip() for part in spec.split(","))):
+    for position, entry in enumerate(filter(None, (part.strip() for part in spec.split(","))), 1):
         name, sep, value = entry.partition("=")
         if not sep or not name.strip() or not value.strip():
-            raise ValueError(f"expected name=value entries separated by commas, got {name.strip()!r}")
+            # Never quote the entry: in FEEDBACK_SERVICE_TOKENS it may be a token.
+            raise ValueError(
+                f"{setting}: entry {position} is not name=value (entries are separated by commas)"
+            )
         pairs[name.strip()] = value.strip()
     return pairs
 
@@ -128,13 +131,15 @@ class Settings:
             jwt_issuer=get("JWT_ISSUER"),
             jwt_audience=get("JWT_AUDIENCE"),
             jwt_leeway_s=float(get("JWT_LEEWAY_S", "0")),
-            service_tokens=parse_named_values(get("SERVICE_TOKENS", "")),
+            service_tokens=parse_named_values(get("SERVICE_TOKENS", ""), "FEEDBACK_SERVICE_TOKENS"),
             tls_cert_file=_path(get("TLS_CERT_FILE")),
             tls_key_file=_path(get("TLS_KEY_FILE")),
             tls_client_ca_file=_path(get("TLS_CLIENT_CA_FILE")),
             tls_client_services={
                 identity: name
-                for name, identity in parse_named_values(get("TLS_CLIENT_SERVICES", "")).items()
+                for name, identity in parse_named_values(
+                    get("TLS_CLIENT_SERVICES", ""), "FEEDBACK_TLS_CLIENT_SERVICES"
+                ).items()
             },
             max_message_bytes=int(get("MAX_MESSAGE_BYTES", str(defaults.max_message_bytes))),
             max_metadata_bytes=int(get("MAX_METADATA_BYTES", str(defaults.max_metadata_bytes))),

@@ -25,7 +25,11 @@ class DatabaseHealth:
         probes in a row report NOT_SERVING, one good probe SERVING."""
         failures = 0
         while True:
-            answered = await self._store.probe(timeout_s=PROBE_TIMEOUT_S)
+            try:
+                answered = await self._store.probe(timeout_s=PROBE_TIMEOUT_S)
+            except Exception:  # a bug must not freeze health at its last status
+                log.exception("the database probe failed")
+                answered = False
             failures = 0 if answered else failures + 1
             serving = failures < FAILURES_TO_NOT_SERVING
             if serving != self._serving:

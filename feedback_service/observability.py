@@ -151,6 +151,7 @@ class AccessLog:
     LOGGER = "feedback_service.access"
 
     def __init__(self) -> None:
+        self._logger = logging.getLogger(self.LOGGER)  # looked up once, not per RPC
         self._lines: list[str] = []
         self._flush_scheduled = False
         self._json = False
@@ -162,7 +163,7 @@ class AccessLog:
 
     @property
     def enabled(self) -> bool:
-        return logging.getLogger(self.LOGGER).isEnabledFor(logging.INFO)
+        return self._logger.isEnabledFor(logging.INFO)
 
     def write(self, fields: dict) -> None:
         now = time.time()

@@ -31,7 +31,6 @@ RPC_SERVICE = "rpc.service"
 RPC_METHOD = "rpc.method"
 RPC_GRPC_STATUS_CODE = "rpc.grpc.status_code"
 PRINCIPAL_KIND = "feedback.principal_kind"
-DB_SYSTEM = "db.system"
 # The codes a server reports as a span error (the rest are the caller's mistakes).
 SERVER_ERRORS = frozenset(
     {

@@ -322,3 +322,19 @@ def stream(output: str) -> list[dict]:
         value, position = decoder.raw_decode(output, position)
         objects.append(value)
     return objects
+
+
+def test_a_malformed_setting_is_one_line_that_never_quotes_a_token(tmp_path):
+    secret = "a-token-that-must-not-be-printed"
+    env = service_env(tmp_path / "data", service_tokens=secret)  # no name=
+    finished = subprocess.run(
+        [BIN / "feedback-service", "serve", "--listen", "127.0.0.1:0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert finished.returncode == 2
+    assert "FEEDBACK_SERVICE_TOKENS" in finished.stderr
+    assert secret not in finished.stderr + finished.stdout
+    assert "Traceback" not in finished.stderr

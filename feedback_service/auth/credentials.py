@@ -35,7 +35,6 @@ CREDENTIAL_HEADERS = (AUTHORIZATION, SERVICE_TOKEN, ON_BEHALF_OF)
 # Verified tokens are remembered (until they expire) so a busy caller's token
 # is checked once, not on every RPC.
 TOKEN_CACHE_SIZE = 10_000
-# Caller values quoted in a reason are cut to this many characters.
 # exp, nbf and iat must be NumericDates up to the end of year 9999: a larger or
 # odd value is no real issuer's, and would overflow the conversions below.
 LATEST_NUMERIC_DATE = 253_402_300_799

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from feedback_service.domain.errors import FailedPrecondition, NotFound
+from feedback_service.domain.records import may_use_thread
 
 
 class ThreadCheck(Enum):
@@ -44,5 +45,5 @@ class Access:
             if self.thread_check is ThreadCheck.WRITE:
                 raise NotFound(f"thread {thread_id} not found")
             return  # reads on a thread that is not registered see nothing
-        if owner not in ("", self.user_id):
+        if not may_use_thread(owner, self.user_id):
             raise NotFound(f"thread {thread_id} not found")

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import binascii
 import logging
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from feedback_service.domain.records import ChangeLogState, ChangeRow
 from feedback_service.domain.validation import Checker
 from feedback_service.store import changes, requests
 from feedback_service.store.database import Store
+from feedback_service.store.queries import now_us
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +121,14 @@ class ChangeFeed:
     async def prune(self) -> int:
         """Deletes changes older than the retention, and request ids past their
         window; returns how many changes were deleted."""
-        now_us = time.time_ns() // 1000
-        cutoff = now_us - int(self._retention_s * 1_000_000)
+        cutoff = now_us() - int(self._retention_s * 1_000_000)
         pruned = 0
         while True:
             deleted = await self._store.write(changes.prune_changes, cutoff, PRUNE_BATCH)
             pruned += deleted
             if deleted < PRUNE_BATCH:
                 break
-        await self._store.write(requests.prune_requests, now_us)
+        await self._store.write(requests.prune_requests, now_us())
         return pruned
 
     async def prune_every(self, interval_s: float) -> None:
@@ -142,6 +141,8 @@ class ChangeFeed:
                     log.info("pruned %d changes older than %s", pruned, _duration(self._retention_s))
             except ServiceError as error:  # the database is unavailable: next time
                 log.warning("pruning the change log failed: %s", error)
+            except Exception:  # a bug must not stop pruning for good
+                log.exception("pruning the change log failed")
             await asyncio.sleep(interval_s)
 
 

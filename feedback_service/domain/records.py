@@ -5,6 +5,14 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
 
+
+def may_use_thread(owner: str, user_id: str | None) -> bool:
+    """The thread rule: a thread registered with this owner ('' when shared)
+    may be used by this user. The domain applies it (domain/access.py), and
+    the store's statements apply the same test in SQL."""
+    return owner in ("", user_id)
+
+
 # Every id (thread, run, message, feedback, user) is at most this long: the
 # validation pattern, the database columns and the proto comments agree on it.
 ID_MAX_LENGTH = 128

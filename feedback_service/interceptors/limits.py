@@ -11,7 +11,7 @@ from prometheus_client import Gauge
 
 from feedback_service.domain.errors import ResourceExhausted
 from feedback_service.interceptors.base import Behavior, MethodName, ServerInterceptor
-from feedback_service.interceptors.draining import CallerWaits, ShuttingDown
+from feedback_service.interceptors.draining import CallerWaits
 
 CHANGE_STREAMS = Gauge("feedback_change_streams_open", "StreamFeedbackChanges streams open now")
 
@@ -66,8 +66,6 @@ class ChangeStreamLimitInterceptor(ServerInterceptor):
         CHANGE_STREAMS.inc()
         try:
             return await self._waits.wait(behavior(request, context))
-        except ShuttingDown as error:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
         finally:
             self._open -= 1
             CHANGE_STREAMS.dec()
@@ -94,17 +92,14 @@ class PublicStreamLimitInterceptor(ServerInterceptor):
     ) -> Any:
         connection = context.peer()  # address and port: one client connection
         if self._open_total >= self._total or self._open[connection] >= self._per_connection:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            raise ResourceExhausted(
                 f"too many open health and reflection streams (at most {self._per_connection} "
-                f"per connection, {self._total} in all); close one first",
+                f"per connection, {self._total} in all); close one first"
             )
         self._open[connection] += 1
         self._open_total += 1
         try:
             return await self._waits.wait(behavior(request, context))
-        except ShuttingDown as error:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
         finally:
             self._open_total -= 1
             self._open[connection] -= 1

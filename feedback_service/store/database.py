@@ -1,6 +1,7 @@
 """Opening the database, and running units of work on it.
 
-A unit of work is a plain function of store/queries.py. The Store runs it the
+A unit of work is a plain function of store/queries.py, store/changes.py or
+store/requests.py. The Store runs it the
 way the database's dialect asks: first on the event loop when the dialect
 allows it (SQLite: only if it can finish without waiting for a lock), else on
 a bounded pool of database threads. Every path drops work whose deadline has

@@ -149,7 +149,7 @@ Feedback.add_index(ModelIndex(Feedback, ("user_id",), name=USER_INDEX))
 class FeedbackChange(BaseModel):
     """One change to the feedback table, written in the transaction that made
     it. `id` is the change's position in the log: dense, and in commit order
-    (see queries.append_changes). It names the feedback; what the feedback
+    (see changes.append_changes). It names the feedback; what the feedback
     holds is read from the feedback table when the change is streamed."""
 
     id = BigIntegerField(primary_key=True)

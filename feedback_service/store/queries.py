@@ -31,6 +31,7 @@ from feedback_service.domain.records import (
     TagCount,
     ThreadRecord,
     ThreadStats,
+    may_use_thread,
 )
 from feedback_service.store import requests
 from feedback_service.store.changes import append_changes
@@ -230,18 +231,18 @@ def _with_owner(thread_id: str, data: Select, columns: list[str], order_by: str 
 
 
 def _read_with_owner(
-    thread_id: str, plain: Callable[[], tuple], with_owner: Callable[[], tuple]
+    thread_id: str, with_owner: bool, plain: Callable[[], tuple], joined: Callable[[], tuple]
 ) -> tuple[str | None, list]:
-    """(the thread's owner, the rows of a read): from one `_with_owner`
-    statement where the dialect prefers one round trip, else from an owner
-    lookup and the `plain` statement."""
+    """(the thread's owner, the rows of a read). Without `with_owner`: None
+    and the `plain` statement's rows. With it: from the `joined` statement (a
+    `_with_owner` one) where the dialect prefers one round trip, else from an
+    owner lookup and the `plain` statement."""
+    if not with_owner:
+        return None, database.execute_sql(*plain()).fetchall()
     if not database.one_statement_reads:
         return thread_owner(thread_id), database.execute_sql(*plain()).fetchall()
-    rows = database.execute_sql(*with_owner()).fetchall()
+    rows = database.execute_sql(*joined()).fetchall()
     return rows[0][0], [row[1:] for row in rows if row[1] is not None]
-
-
-# --- feedback writes ---------------------------------------------------------------
 
 
 def _insert_if_run_in_thread(thread_id, run_id, user_id, values):
@@ -324,8 +325,10 @@ def _insert_tags(row: FeedbackRow) -> None:
 def _refuse_thread(thread_id: str, user_id: str | None) -> None:
     """After a write changed nothing, says why when the thread rule was the
     reason (a second statement, on this failure path only)."""
-    if user_id is not None and thread_owner(thread_id) not in ("", user_id):
-        raise NotFound(f"thread {thread_id} not found")
+    if user_id is not None:
+        owner = thread_owner(thread_id)
+        if owner is None or not may_use_thread(owner, user_id):
+            raise NotFound(f"thread {thread_id} not found")
 
 
 def _not_found(draft: FeedbackDraft, user_id: str | None) -> NotFound:
@@ -626,10 +629,9 @@ def feedback_page(
         kept.created_after,
         kept.created_before,
     )
-    if with_owner:
-        owner, rows = _read_with_owner(thread_id, lambda: _PAGE(*args), lambda: _PAGE_WITH_OWNER(*args))
-    else:
-        owner, rows = None, database.execute_sql(*_PAGE(*args)).fetchall()
+    owner, rows = _read_with_owner(
+        thread_id, with_owner, lambda: _PAGE(*args), lambda: _PAGE_WITH_OWNER(*args)
+    )
     return owner, [_feedback_row(row) for row in rows]
 
 
@@ -658,12 +660,9 @@ def caller_feedback(
     id) or the unique (thread_id, run_id, user_id, message_id); and the
     thread's owner when `with_owner`."""
     args = (thread_id, user_id, list(dict.fromkeys(run_ids)), limit)
-    if with_owner:
-        owner, rows = _read_with_owner(
-            thread_id, lambda: _CALLER_FEEDBACK(*args), lambda: _CALLER_FEEDBACK_WITH_OWNER(*args)
-        )
-    else:
-        owner, rows = None, database.execute_sql(*_CALLER_FEEDBACK(*args)).fetchall()
+    owner, rows = _read_with_owner(
+        thread_id, with_owner, lambda: _CALLER_FEEDBACK(*args), lambda: _CALLER_FEEDBACK_WITH_OWNER(*args)
+    )
     return owner, [_feedback_row(row) for row in rows]
 
 
@@ -738,14 +737,12 @@ def stats_for_runs(
     feedback per message, in one statement; and the thread's owner when
     `with_owner` (else None)."""
     unique_ids = list(dict.fromkeys(run_ids))
-    if with_owner:
-        owner, rows = _read_with_owner(
-            thread_id,
-            lambda: _STATS[by_message](thread_id, unique_ids),
-            lambda: _STATS_WITH_OWNER[by_message](thread_id, unique_ids),
-        )
-    else:
-        owner, rows = None, database.execute_sql(*_STATS[by_message](thread_id, unique_ids)).fetchall()
+    owner, rows = _read_with_owner(
+        thread_id,
+        with_owner,
+        lambda: _STATS[by_message](thread_id, unique_ids),
+        lambda: _STATS_WITH_OWNER[by_message](thread_id, unique_ids),
+    )
     votes: dict[str, tuple[int, int, int]] = {}
     messages: dict[str, list[MessageStats]] = {}
     tags: dict[str, list[TagCount]] = {}
@@ -801,12 +798,9 @@ _THREAD_STATS_WITH_OWNER = Prepared(
 def thread_stats(thread_id: str, with_owner: bool) -> tuple[str | None, ThreadStats]:
     """The votes on every run of a thread, their tags and the runs they are
     on, in one statement; and the thread's owner when `with_owner`."""
-    if with_owner:
-        owner, rows = _read_with_owner(
-            thread_id, lambda: _THREAD_STATS(thread_id), lambda: _THREAD_STATS_WITH_OWNER(thread_id)
-        )
-    else:
-        owner, rows = None, database.execute_sql(*_THREAD_STATS(thread_id)).fetchall()
+    owner, rows = _read_with_owner(
+        thread_id, with_owner, lambda: _THREAD_STATS(thread_id), lambda: _THREAD_STATS_WITH_OWNER(thread_id)
+    )
     total = positive = negative = runs = 0
     tags = []
     for kind, key, count, plus, minus, voted_runs in rows:
@@ -856,10 +850,10 @@ def time_series(
     per bucket of `width` microseconds, non-empty buckets only, in one
     statement; and the thread's owner when `with_owner`."""
     plain, with_thread_owner = _series_statements(width)
-    if with_owner:
-        owner, rows = _read_with_owner(
-            thread_id, lambda: plain(thread_id, start, end), lambda: with_thread_owner(thread_id, start, end)
-        )
-    else:
-        owner, rows = None, database.execute_sql(*plain(thread_id, start, end)).fetchall()
+    owner, rows = _read_with_owner(
+        thread_id,
+        with_owner,
+        lambda: plain(thread_id, start, end),
+        lambda: with_thread_owner(thread_id, start, end),
+    )
     return owner, [BucketCount(int(b), int(p or 0), int(n or 0)) for b, p, n in rows]
