@@ -8,13 +8,12 @@ than read as a position of this one.
 """
 
 import asyncio
-import base64
-import binascii
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from feedback_service.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, ServiceError
+from feedback_service.domain.pagination import pack_token, unpack_token
 from feedback_service.domain.records import ChangeLogState, ChangeRow
 from feedback_service.domain.validation import Checker
 from feedback_service.store import changes, requests
@@ -23,7 +22,6 @@ from feedback_service.store.queries import now_us
 
 log = logging.getLogger(__name__)
 
-MAX_POSITION = 2**63 - 1  # positions are signed 64-bit on every backend
 # Changes read per query while a stream catches up.
 PAGE_SIZE = 500
 # Changes pruned per transaction, so that pruning a long backlog never holds
@@ -41,21 +39,17 @@ class Change:
 
 
 def encode_cursor(position: int, log_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{position}.{log_id}".encode()).decode().rstrip("=")
+    return pack_token(position, log_id)
 
 
 def decode_cursor(cursor: str) -> tuple[int, str] | None:
     """(position, log id); None for the empty cursor (the start of the log)."""
     if not cursor:
         return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        position, log_id = raw.split(".")
-        if position.isdigit() and position.isascii() and int(position) <= MAX_POSITION and log_id:
-            return int(position), log_id
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise InvalidArgument([FieldViolation("after_cursor", NOT_A_CURSOR)])
+    unpacked = unpack_token(cursor)
+    if unpacked is None:
+        raise InvalidArgument([FieldViolation("after_cursor", NOT_A_CURSOR)])
+    return unpacked
 
 
 def _expired(retention: str) -> FailedPrecondition:

@@ -5,6 +5,7 @@ the caller's Access names, then run one unit of work in the store.
 work still queued when it passes is dropped.
 """
 
+import functools
 import hashlib
 import json
 import logging
@@ -34,6 +35,14 @@ FEEDBACK_WRITTEN = Counter(
     "feedback_written_total", "Feedback created or upserted, by RPC and rating", ["method", "rating"]
 )
 RATING_LABELS = {1: "positive", -1: "negative"}
+
+
+@functools.lru_cache(maxsize=8)
+def _written(method: str, rating: int):
+    """The counter's child for an RPC and a rating, looked up once."""
+    return FEEDBACK_WRITTEN.labels(method, RATING_LABELS[rating])
+
+
 log = logging.getLogger(__name__)
 
 # BatchGetCallerFeedback answers at most this many feedback (and at most the
@@ -106,7 +115,7 @@ class FeedbackRules:
         *request: RequestClaim | None,
     ) -> FeedbackRow:
         row = await self._store.write(query, draft, access.checks_thread, *request, deadline=deadline)
-        FEEDBACK_WRITTEN.labels(method, RATING_LABELS[row.rating]).inc()
+        _written(method, row.rating).inc()
         return row
 
     async def list_run(

@@ -2,7 +2,8 @@
 
 A token holds the last row id of the page and a fingerprint of the query it
 came from, so it stays correct while rows are inserted and cannot be replayed
-against a different query.
+against a different query. The change feed's cursors use the same encoding
+(`pack_token`, `unpack_token`): a position and the log's id.
 """
 
 import base64
@@ -11,7 +12,7 @@ import hashlib
 
 from feedback_service.domain.errors import FieldViolation, InvalidArgument
 
-MAX_ROW_ID = 2**63 - 1  # row ids are signed 64-bit on every backend
+MAX_ROW_ID = 2**63 - 1  # row ids and log positions are signed 64-bit on every backend
 
 # A page stops before its feedback would pass this many bytes serialized, so
 # that it always fits a default gRPC client's 4 MiB receive limit; it holds at
@@ -42,22 +43,34 @@ def _fingerprint(scope: str) -> str:
     return hashlib.sha256(scope.encode()).hexdigest()[:16]
 
 
+def pack_token(number: int, tag: str) -> str:
+    """An opaque token: base64url of "<number>.<tag>", unpadded."""
+    return base64.urlsafe_b64encode(f"{number}.{tag}".encode()).decode().rstrip("=")
+
+
+def unpack_token(token: str) -> tuple[int, str] | None:
+    """(number, tag) of a token from pack_token; None for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+        number, tag = raw.split(".")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if number.isascii() and number.isdigit() and int(number) <= MAX_ROW_ID and tag:
+        return int(number), tag
+    return None
+
+
 def encode_page_token(scope: str, last_id: int) -> str:
-    raw = f"{last_id}.{_fingerprint(scope)}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return pack_token(last_id, _fingerprint(scope))
 
 
 def decode_page_token(scope: str, token: str) -> int:
     """The row id to continue after; 0 for the first page."""
     if not token:
         return 0
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        last_id, fingerprint = raw.split(".")
-        if fingerprint == _fingerprint(scope) and last_id.isdigit() and int(last_id) <= MAX_ROW_ID:
-            return int(last_id)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
+    unpacked = unpack_token(token)
+    if unpacked is not None and unpacked[1] == _fingerprint(scope):
+        return unpacked[0]
     raise InvalidArgument(
         [FieldViolation("page_token", "is not a token returned by this query; start with an empty token")]
     )
