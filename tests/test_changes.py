@@ -327,7 +327,12 @@ def test_a_cursor_of_another_log_or_past_the_end_is_invalid_argument(served):
     (change,) = read_changes(client)
     raw = base64.urlsafe_b64decode(change.cursor + "=" * (-len(change.cursor) % 4)).decode()
     position, log_id = raw.split(".")
-    for forged in (f"{position}.{'0' * 16}", f"{int(position) + 1}.{log_id}", f"{2**63}.{log_id}"):
+    for forged in (
+        f"{position}.{'0' * 16}",
+        f"{int(position) + 1}.{log_id}",
+        f"{2**63}.{log_id}",
+        f"{'9' * 5000}.{log_id}",
+    ):
         cursor = base64.urlsafe_b64encode(forged.encode()).decode().rstrip("=")
         error = stream_error(client, after_cursor=cursor)
         assert error.code() == Code.INVALID_ARGUMENT, forged

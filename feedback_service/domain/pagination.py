@@ -39,6 +39,9 @@ def within_budget(comments: list[str], budget: int = PAGE_BYTE_BUDGET) -> int:
     return len(comments)
 
 
+MAX_DIGITS = len(str(MAX_ROW_ID))
+
+
 def _fingerprint(scope: str) -> str:
     return hashlib.sha256(scope.encode()).hexdigest()[:16]
 
@@ -55,8 +58,10 @@ def unpack_token(token: str) -> tuple[int, str] | None:
         number, tag = raw.split(".")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
-    if number.isascii() and number.isdigit() and int(number) <= MAX_ROW_ID and tag:
-        return int(number), tag
+    # The length is checked first: int() refuses strings past 4,300 digits.
+    if number.isascii() and number.isdigit() and len(number) <= MAX_DIGITS and tag:
+        value = int(number)
+        return (value, tag) if value <= MAX_ROW_ID else None
     return None
 
 
