@@ -24,7 +24,7 @@ class Prepared:
 
     def __init__(self, build: Callable[..., Query]) -> None:
         self._build = build
-        self._cache: dict[tuple, tuple[str, list[tuple[int, Any]]]] = {}
+        self._cache: dict[tuple[object, ...], tuple[str, list[tuple[int, Any]]]] = {}
 
     @property
     def build(self) -> Callable[..., Query]:
