@@ -70,4 +70,4 @@ class DocumentedPool:
 def enable_reflection(server: grpc.aio.Server, service_names: list[str]) -> None:
     names = [*service_names, reflection.SERVICE_NAME]
     # Not a DescriptorPool, but it answers every look-up reflection makes of one.
-    reflection.enable_server_reflection(names, server, pool=DocumentedPool())  # type: ignore[arg-type]
+    reflection.enable_server_reflection(names, server, pool=DocumentedPool())  # type: ignore[arg-type]  # see above

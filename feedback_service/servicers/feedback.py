@@ -185,7 +185,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
 
     # The generated base declares an iterator of responses; grpc.aio also lets
     # a server-streaming method write them with context.write, as this one does.
-    async def StreamFeedbackChanges(  # type: ignore[override]
+    async def StreamFeedbackChanges(  # type: ignore[override]  # writes, see above
         self, request: pb.StreamFeedbackChangesRequest, context: Context
     ) -> None:
         """Writes each change as it is read (the call is a server stream)."""
