@@ -68,9 +68,8 @@ def check_listen(listen: str) -> None:
     if problems:
         first = problems[0]
         in_use = first.errno == errno.EADDRINUSE
-        raise CannotListen(
-            listen, "another process is already listening there" if in_use else first.strerror.lower()
-        )
+        reason = "another process is already listening there" if in_use else first.strerror or str(first)
+        raise CannotListen(listen, reason if in_use else reason.lower())
 
 
 async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
@@ -116,6 +115,7 @@ async def _serve(settings: Settings, reuse_port: bool, tracer_provider: "TracerP
 def metrics_port(settings: Settings) -> int:
     from feedback_service.observability import start_metrics_server
 
+    assert settings.metrics_listen is not None, "only called with metrics configured"
     return start_metrics_server(settings.metrics_listen)
 
 

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 from feedback_service.domain.validation import DEFAULT_TAGS, vocabulary
 
@@ -112,6 +113,10 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
+        @overload
+        def get(name: str, default: str) -> str: ...
+        @overload
+        def get(name: str, default: None = None) -> str | None: ...
         def get(name: str, default: str | None = None) -> str | None:
             value = env.get(f"FEEDBACK_{name}", "").strip()
             return value or default

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 import traceback
+from types import TracebackType
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -30,6 +31,7 @@ IN_FLIGHT = Gauge("feedback_rpc_in_flight", "RPCs being handled now")
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators (which
 # JSON leaves alone but some log viewers break lines on).
 CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
 CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
 
@@ -39,7 +41,7 @@ def escape_controls(text: str) -> str:
     return CONTROL_CHARACTERS.sub(_escaped, text)
 
 
-def _escaped(match: re.Match) -> str:
+def _escaped(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
@@ -117,7 +119,7 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=True)
 
-    def formatException(self, ei) -> str:  # noqa: N802 - logging's name
+    def formatException(self, ei: ExcInfo) -> str:  # noqa: N802 - logging's name
         return escaped_traceback(ei[1])
 
 
@@ -135,7 +137,7 @@ class TextFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
         return escape_controls(super().formatMessage(record))
 
-    def formatException(self, ei) -> str:  # noqa: N802 - logging's name
+    def formatException(self, ei: ExcInfo) -> str:  # noqa: N802 - logging's name
         return escaped_traceback(ei[1])
 
 
@@ -165,7 +167,7 @@ class AccessLog:
     def enabled(self) -> bool:
         return self._logger.isEnabledFor(logging.INFO)
 
-    def write(self, fields: dict) -> None:
+    def write(self, fields: dict[str, object]) -> None:
         now = time.time()
         if int(now) != self._second:
             self._second = int(now)

@@ -7,8 +7,10 @@ documentation; every other file comes from the default pool as usual.
 """
 
 from importlib import resources
+from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool
+import grpc
+from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection
 
 DESCRIPTOR_SET = ("feedback.v1", "descriptor_set.binpb")
@@ -25,10 +27,12 @@ def documented_files() -> dict[str, descriptor_pb2.FileDescriptorProto]:
 class _DocumentedFile:
     """A file descriptor whose CopyToProto keeps source info when we have it."""
 
-    def __init__(self, descriptor, documented: dict) -> None:
-        self._descriptor = descriptor
+    def __init__(
+        self, file: descriptor.FileDescriptor, documented: dict[str, descriptor_pb2.FileDescriptorProto]
+    ) -> None:
+        self._descriptor = file
         self._documented = documented
-        self.name = descriptor.name
+        self.name = file.name
 
     @property
     def dependencies(self) -> list["_DocumentedFile"]:
@@ -59,10 +63,11 @@ class DocumentedPool:
             descriptor = self._pool.FindMethodByName(symbol).containing_service.file
         return _DocumentedFile(descriptor, self._documented)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:  # whatever the default pool has
         return getattr(self._pool, name)
 
 
-def enable_reflection(server, service_names: list[str]) -> None:
+def enable_reflection(server: grpc.aio.Server, service_names: list[str]) -> None:
     names = [*service_names, reflection.SERVICE_NAME]
-    reflection.enable_server_reflection(names, server, pool=DocumentedPool())
+    # Not a DescriptorPool, but it answers every look-up reflection makes of one.
+    reflection.enable_server_reflection(names, server, pool=DocumentedPool())  # type: ignore[arg-type]  # see above

@@ -60,8 +60,8 @@ class Service:
     caller_waits: CallerWaits
     changes: ChangeFeed
     prune_interval_s: float
-    _watcher: asyncio.Task | None = None
-    _pruner: asyncio.Task | None = None
+    _watcher: asyncio.Task[None] | None = None
+    _pruner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.server.start()
@@ -112,9 +112,11 @@ def server_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int]
 def server_credentials(settings: Settings) -> grpc.ServerCredentials:
     """TLS with the configured certificate; with a client CA, clients must
     present a certificate it signed (mutual TLS)."""
+    key, certificate = settings.tls_key_file, settings.tls_cert_file
+    assert key is not None and certificate is not None, "only called with TLS configured"
     client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
     return grpc.ssl_server_credentials(
-        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+        [(key.read_bytes(), certificate.read_bytes())],
         root_certificates=client_ca,
         require_client_auth=client_ca is not None,
     )

@@ -72,7 +72,8 @@ def _exporter(name: str, env: Mapping[str, str]) -> "SpanExporter":
     found = entry_points(group="opentelemetry_traces_exporter", name=name)
     if not found:
         raise TracingConfigError(f"OTEL_TRACES_EXPORTER names {name!r}, which is not installed")
-    return next(iter(found)).load()()
+    exporter: SpanExporter = next(iter(found)).load()()  # an entry point's object is untyped
+    return exporter
 
 
 def configure_tracing(env: Mapping[str, str] = os.environ) -> "TracerProvider | None":

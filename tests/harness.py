@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from grpc_status import rpc_status
 from opentelemetry.trace import TracerProvider
 from peewee import Database
 from playhouse import db_url
+from prometheus_client import REGISTRY
 
 from feedback.v1 import access_pb2, feedback_pb2_grpc, thread_registry_pb2_grpc
 from feedback.v1 import feedback_pb2 as pb
@@ -224,6 +226,13 @@ class ServiceProcess:
                     self._listening.set()
         self._listening.set()
 
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of the service's /metrics page, 0 if absent (needs
+        metrics_listen, e.g. "127.0.0.1:0")."""
+        wait_until(lambda: any("metrics on" in line for line in self.log))
+        port = int(re.search(r"metrics on .* \(port (\d+)\)", "".join(self.log)).group(1))
+        return scrape(port).get((name, frozenset(labels.items())), 0.0)
+
     def access_lines(self, since: int = 0) -> list[dict]:
         """The access-log entries among log lines since..end (needs log_format json)."""
         entries = []
@@ -358,10 +367,39 @@ def outcome(future: grpc.Future) -> grpc.StatusCode:
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 10) -> None:
+    """Returns once predicate() holds; fails the test if it does not within timeout_s."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
+        # The poll interval of the one polling helper: time between two looks
+        # at the condition is what this line is about, not a wait for a task.
         time.sleep(0.02)
+
+
+# --- metrics -------------------------------------------------------------------------
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset], float]:
+    """{(metric name, its labels): value} from a service process's /metrics page."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            name, _, labels = series.partition("{")
+            pairs = frozenset(re.findall(r'(\w+)="([^"]*)"', labels))
+            samples[(name, pairs)] = float(value)
+    return samples
+
+
+def metric(samples: dict, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def local_metric(name: str, **labels: str) -> float:
+    """A metric of the servers this test process runs (running_server), 0 if absent.
+    The registry is the process's: read it only while one server runs."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 @contextmanager

@@ -346,13 +346,16 @@ WORK_THREADS = {"w0": ["w0-r0", "w0-r1"], "w1": ["w1-r0", "w1-r1"], "w2": ["w2-r
 WORK_USERS = [f"u{i}" for i in range(6)]
 WRITERS = 8
 OPS_PER_WRITER = 60
+# The platform acts once for every this many writes of the writers together.
+WRITES_PER_PLATFORM_OP = 3 * WRITERS
 
 
-def writer(address: str, index: int, stop: threading.Event) -> list[Code]:
-    """Creates, upserts, deletes one and deletes a run's, as random users."""
+def writer(address: str, index: int, stop: threading.Event, written: list[Code]) -> list[Code]:
+    """Creates, upserts, deletes one and deletes a run's, as random users.
+    Each outcome is also appended to `written`, shared by all writers."""
     rng = random.Random(index)
     client = Client(separate_channel(address))
-    codes = []
+    codes: list[Code] = []
     mine: list[tuple[str, str, str, str]] = []  # (user, thread, run, feedback_id)
     try:
         for n in range(OPS_PER_WRITER):
@@ -398,6 +401,7 @@ def writer(address: str, index: int, stop: threading.Event) -> list[Code]:
                 codes.append(Code.OK)
             except grpc.RpcError as error:
                 codes.append(error.code())
+            written.append(codes[-1])
             if stop.is_set():
                 break
     finally:
@@ -405,9 +409,10 @@ def writer(address: str, index: int, stop: threading.Event) -> list[Code]:
     return codes
 
 
-def platform(address: str, stop: threading.Event) -> list[Code]:
+def platform(address: str, stop: threading.Event, written: list[Code]) -> list[Code]:
     """Deletes threads (their feedback cascading) and registers them again,
-    and erases users, while the writers write."""
+    and erases users, while the writers write: once every
+    WRITES_PER_PLATFORM_OP of their writes."""
     rng = random.Random(99)
     client = Client(separate_channel(address))
     codes = []
@@ -427,7 +432,8 @@ def platform(address: str, stop: threading.Event) -> list[Code]:
                 codes.append(Code.OK)
             except grpc.RpcError as error:
                 codes.append(error.code())
-            time.sleep(0.05)
+            next_turn = len(written) + WRITES_PER_PLATFORM_OP
+            wait_until(lambda turn=next_turn: len(written) >= turn or stop.is_set(), 120)
     finally:
         client.channel.close()
     return codes
@@ -442,10 +448,11 @@ def test_a_consumer_applying_every_change_mirrors_what_a_service_lists(served):
         register(client, thread, "", runs)
     stop = threading.Event()
     with following(separate_channel(address)) as live, ThreadPoolExecutor(WRITERS + 1) as pool:
-        platform_codes = pool.submit(platform, address, stop)
-        writers = [pool.submit(writer, address, i, stop) for i in range(WRITERS)]
+        written: list[Code] = []
+        platform_codes = pool.submit(platform, address, stop, written)
+        writers = [pool.submit(writer, address, i, stop, written) for i in range(WRITERS)]
         # A second consumer reads part of the way, drops, and resumes from its cursor.
-        time.sleep(0.5)
+        live.wait_for(7)
         resumed = Mirror()
         for change in read_changes(client)[:7]:
             resumed.apply(change)
@@ -556,6 +563,8 @@ def test_a_change_held_uncommitted_holds_back_later_changes_until_it_commits(bac
                         metadata=as_user("later"),
                         timeout=30,
                     )
+                    # Time is the subject: that the later write is still waiting,
+                    # and nothing was streamed, 1.5 s (three polls) after it was sent.
                     time.sleep(1.5)
                     assert not later.done(), "the later write should wait for the held change"
                     assert follower.received == [] and read_changes(client, after=start) == []
@@ -627,8 +636,7 @@ def test_a_change_written_through_one_process_streams_from_another(backend, tmp_
                         metadata=as_user("alice"),
                     )
                 )
-                time.sleep(0.3)
-            follower.wait_for(5, timeout_s=10)
+                follower.wait_for(i + 1, timeout_s=10)  # each write's own delay
         assert [c.feedback for c in follower.received] == written
         delays = [arrived - at for arrived, at in zip(follower.arrived, sent, strict=True)]
         assert max(delays) < 2, delays  # about a second: polled every 0.5 s (slack for a busy machine)
@@ -735,13 +743,17 @@ def _opens(client: Client) -> bool:
 
 def test_shutdown_ends_a_following_stream_at_once_with_one_access_line(tmp_path):
     service = ServiceProcess(
-        tmp_path / "data", jwt_secret=JWT_SECRET, shutdown_grace_s="30", log_format="json"
+        tmp_path / "data",
+        jwt_secret=JWT_SECRET,
+        shutdown_grace_s="30",
+        log_format="json",
+        metrics_listen="127.0.0.1:0",
     )
     channel = grpc.insecure_channel(service.address)
     try:
         register(Client(channel), "t1", "", ["r1"])
         with following(separate_channel(service.address)) as follower:
-            time.sleep(0.5)
+            wait_until(lambda: service.metric("feedback_change_streams_open") == 1)
             stopping = time.monotonic()
             service.process.send_signal(signal.SIGTERM)
             wait_until(lambda: follower.error is not None, 10)

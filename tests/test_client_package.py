@@ -111,6 +111,6 @@ def test_the_installed_client_type_checks_a_callers_code(client_venv, tmp_path):
 
 
 def test_the_client_code_type_checks_strictly():
-    """mypy with pyproject.toml's settings: feedback_client and the caller's file."""
+    """mypy with pyproject.toml's settings: feedback_client, the caller's file and the server."""
     result = run(MYPY, "--no-incremental", cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stdout

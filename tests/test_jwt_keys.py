@@ -5,6 +5,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import math
 import os
 import time
@@ -17,12 +18,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from feedback.v1 import feedback_pb2 as pb
-from feedback_service.auth.keys import RELOAD_CHECK_INTERVAL_S
-from tests.harness import JWT_SECRET, bearer, rpc_error, running_server, server_settings, user_token
+from tests.harness import (
+    JWT_SECRET,
+    bearer,
+    rpc_error,
+    running_server,
+    server_settings,
+    user_token,
+    wait_until,
+)
 
 STATS = pb.GetFeedbackStatsRequest(thread_id="t-any", run_id="r-any")
-# Key files are checked for changes at most this often; wait a bit longer.
-RELOAD_WAIT_S = RELOAD_CHECK_INTERVAL_S + 0.15
 ALGORITHMS = ["RS256", "ES256"]
 
 
@@ -55,8 +61,23 @@ def write_jwks(path: Path, entries: list[dict] | None = None, *, text: str | Non
         os.utime(path, (after.st_atime, after.st_mtime + 1))
 
 
-def wait_for_reload() -> None:
-    time.sleep(RELOAD_WAIT_S)
+def wait_for_reload(client, caplog) -> None:
+    """Returns once the server has read the rewritten key file, which it does
+    on a call, at most once a second: calls until its log says it has (keys
+    loaded, or kept because the file is invalid)."""
+    caplog.set_level(logging.INFO, logger="feedback_service.auth.keys")
+
+    def reloads() -> int:
+        messages = [r.getMessage() for r in caplog.records if r.name == "feedback_service.auth.keys"]
+        return sum(m.startswith(("loaded ", "keeping the previous JWT keys")) for m in messages)
+
+    before = reloads()
+
+    def reloaded() -> bool:
+        accepted(client, user_token("anyone"))  # lets the server look at its key files
+        return reloads() > before
+
+    wait_until(reloaded, timeout_s=10)
 
 
 def token(private_key, algorithm: str, kid: str | None, user_id: str = "alice", **claims) -> str:
@@ -163,7 +184,7 @@ def test_rsa_and_ec_keys_side_by_side(tmp_path, keys):
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_rotation_without_a_restart(tmp_path, keys, algorithm):
+def test_rotation_without_a_restart(tmp_path, keys, algorithm, caplog):
     old, new, _ = keys[algorithm]
     jwks_file, settings = jwks_settings(tmp_path, [jwk(old, "old")])
     with running_server(settings) as (_, client):
@@ -174,14 +195,14 @@ def test_rotation_without_a_restart(tmp_path, keys, algorithm):
 
         # Overlap: both keys are published, both verify.
         write_jwks(jwks_file, [jwk(old, "old"), jwk(new, "new")])
-        wait_for_reload()
+        wait_for_reload(client, caplog)
         assert accepted(client, new_token)
         assert accepted(client, old_token)
         assert accepted(client, token(old, algorithm, "old", user_id="carol"))
 
         # The old key is withdrawn: its tokens stop at once, even one verified before.
         write_jwks(jwks_file, [jwk(new, "new")])
-        wait_for_reload()
+        wait_for_reload(client, caplog)
         refused(client, old_token, "no key with kid 'old'")
         refused(client, token(old, algorithm, "old", user_id="dave"), "no key with kid 'old'")
         # A token naming no kid does not get around the withdrawal.
@@ -189,7 +210,7 @@ def test_rotation_without_a_restart(tmp_path, keys, algorithm):
         assert accepted(client, new_token)
 
 
-def test_a_broken_rewrite_keeps_the_previous_keys(tmp_path, keys):
+def test_a_broken_rewrite_keeps_the_previous_keys(tmp_path, keys, caplog):
     old, new, _ = keys["RS256"]
     jwks_file, settings = jwks_settings(tmp_path, [jwk(old, "old")])
     with running_server(settings) as (_, client):
@@ -199,14 +220,14 @@ def test_a_broken_rewrite_keeps_the_previous_keys(tmp_path, keys):
         # A half-written file is not JSON: the keys loaded before stay in force.
         full = json.dumps({"keys": [jwk(new, "new")]})
         write_jwks(jwks_file, text=full[: len(full) // 2])
-        wait_for_reload()
+        wait_for_reload(client, caplog)
         assert accepted(client, old_token)
         assert accepted(client, token(old, "RS256", "old", user_id="bob"))  # not only the cached one
         refused(client, token(new, "RS256", "new"), "no key with kid 'new'")
 
         # Once the file is whole again it is taken.
         write_jwks(jwks_file, text=full)
-        wait_for_reload()
+        wait_for_reload(client, caplog)
         assert accepted(client, token(new, "RS256", "new"))
         refused(client, old_token, "no key with kid 'old'")
 
@@ -219,14 +240,14 @@ def test_a_broken_rewrite_keeps_the_previous_keys(tmp_path, keys):
     ],
     ids=["not-an-object", "key-without-its-numbers"],
 )
-def test_a_rewrite_that_is_json_but_not_a_usable_jwks_keeps_the_previous_keys(tmp_path, keys, broken):
+def test_a_rewrite_that_is_json_but_not_a_usable_jwks_keeps_the_previous_keys(tmp_path, keys, broken, caplog):
     old = keys["RS256"][0]
     jwks_file, settings = jwks_settings(tmp_path, [jwk(old, "old")])
     with running_server(settings) as (_, client):
         old_token = token(old, "RS256", "old")
         assert accepted(client, old_token)
         write_jwks(jwks_file, text=broken)
-        wait_for_reload()
+        wait_for_reload(client, caplog)
         client.feedback.GetFeedbackStats(STATS, metadata=bearer(old_token), timeout=10)
 
 
@@ -314,5 +335,6 @@ def test_a_remembered_token_still_expires(tmp_path):
         short_lived = bearer_token(exp=math.ceil(time.time() + 0.5))  # at least 0.5 s to live
         assert accepted(client, short_lived)
         expires = jwt.decode(short_lived, options={"verify_signature": False})["exp"]
+        # Time is the subject: the token is refused once its expiry has passed.
         time.sleep(max(0.0, expires - time.time()) + 0.2)
         refused(client, short_lived, "expired")

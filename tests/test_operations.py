@@ -6,8 +6,6 @@ import re
 import signal
 import sqlite3
 import threading
-import time
-import urllib.request
 
 import grpc
 import pytest
@@ -20,9 +18,12 @@ from tests.harness import (
     ServiceProcess,
     as_service,
     as_user,
+    local_metric,
+    metric,
     outcome,
     register,
     running_server,
+    scrape,
     server_settings,
     sqlite_write_lock,
     wait_until,
@@ -34,8 +35,16 @@ def create_future(client: Client, user: str, timeout: float = 20):
     return client.feedback.CreateFeedback.future(request, metadata=as_user(user), timeout=timeout)
 
 
+def stats_code(client: Client) -> grpc.StatusCode:
+    """How a GetFeedbackStats call ends (it reads, so a held write lock does not stop it)."""
+    request = pb.GetFeedbackStatsRequest(thread_id="t1", run_id="r1")
+    return outcome(client.feedback.GetFeedbackStats.future(request, metadata=as_service(), timeout=5))
+
+
 def test_sigterm_finishes_in_flight_calls_refuses_new_ones_and_exits_0(tmp_path):
-    service = ServiceProcess(tmp_path / "data", jwt_secret=JWT_SECRET, shutdown_grace_s="3")
+    service = ServiceProcess(
+        tmp_path / "data", jwt_secret=JWT_SECRET, shutdown_grace_s="3", metrics_listen="127.0.0.1:0"
+    )
     channel = grpc.insecure_channel(service.address)
     client = Client(channel)
     register(client, "t1", "", ["r1"])
@@ -43,16 +52,14 @@ def test_sigterm_finishes_in_flight_calls_refuses_new_ones_and_exits_0(tmp_path)
     assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
     with sqlite_write_lock(tmp_path / "data" / "feedback.db"):
         in_flight = [create_future(client, f"user{i}") for i in range(3)]
-        time.sleep(0.3)  # the calls are now waiting on the database
+        # The server is handling all three (they wait on the database).
+        wait_until(lambda: service.metric("feedback_rpc_in_flight") == 3)
         service.process.send_signal(signal.SIGTERM)
         assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
-        time.sleep(0.2)
+        # Health turns first; then the server stops taking calls.
         late = Client(grpc.insecure_channel(service.address))
-        with pytest.raises(grpc.RpcError) as refused:
-            late.feedback.GetFeedbackStats(
-                pb.GetFeedbackStatsRequest(thread_id="t1", run_id="r1"), metadata=as_service(), timeout=5
-            )
-        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        wait_until(lambda: stats_code(late) != grpc.StatusCode.OK)
+        assert stats_code(late) == grpc.StatusCode.UNAVAILABLE
     assert [outcome(f) for f in in_flight] == [grpc.StatusCode.OK] * 3
     assert service.process.wait(30) == 0
     rows = (
@@ -62,19 +69,27 @@ def test_sigterm_finishes_in_flight_calls_refuses_new_ones_and_exits_0(tmp_path)
 
 
 def test_work_whose_deadline_passed_in_the_queue_never_reaches_the_database(tmp_path):
-    with running_server(server_settings(tmp_path)) as (_, client):
+    # No periodic health probe: the database thread in use is the writer's alone.
+    with running_server(server_settings(tmp_path, health_interval_s=3600)) as (_, client):
         register(client, "t1", "", ["r1"])
+        idle = local_metric("feedback_db_connections_in_use")
+        writing = lambda: local_metric("feedback_db_connections_in_use") == idle + 1  # noqa: E731
         with sqlite_write_lock(tmp_path / "feedback.db"):
             patient = create_future(client, "patient", timeout=20)
-            time.sleep(0.2)  # holds the writer; the next call queues behind it
+            wait_until(writing)  # patient holds the one writer thread; the next call queues behind it
             hasty = create_future(client, "hasty", timeout=0.5)
             assert outcome(hasty) == grpc.StatusCode.DEADLINE_EXCEEDED
         assert outcome(patient) == grpc.StatusCode.OK
-        time.sleep(0.3)  # the queued work has had its turn
+        # The writer takes work in order: once a write queued after hasty's
+        # reaches the database, hasty's work has had its turn.
+        with sqlite_write_lock(tmp_path / "feedback.db"):
+            later = create_future(client, "later", timeout=20)
+            wait_until(writing)
+        assert outcome(later) == grpc.StatusCode.OK
         listed = client.feedback.ListFeedback(
             pb.ListFeedbackRequest(thread_id="t1", run_id="r1"), metadata=as_service()
         )
-        assert [f.user_id for f in listed.feedback] == ["patient"]
+        assert sorted(f.user_id for f in listed.feedback) == ["later", "patient"]
 
 
 def test_calls_past_the_concurrency_limit_are_resource_exhausted(tmp_path):
@@ -82,27 +97,11 @@ def test_calls_past_the_concurrency_limit_are_resource_exhausted(tmp_path):
         register(client, "t1", "", ["r1"])
         with sqlite_write_lock(tmp_path / "feedback.db"):
             calls = [create_future(client, f"user{i}") for i in range(6)]
-            time.sleep(0.5)
+            # Two hold their places on the database; the other four are answered at once.
+            wait_until(lambda: sum(call.done() for call in calls) == 4)
         codes = [outcome(call) for call in calls]
         assert codes.count(grpc.StatusCode.OK) == 2
         assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 4
-
-
-def scrape(port: int) -> dict[tuple[str, frozenset], float]:
-    """{(metric name, its labels): value} from the /metrics page."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            series, value = line.rsplit(" ", 1)
-            name, _, labels = series.partition("{")
-            pairs = frozenset(re.findall(r'(\w+)="([^"]*)"', labels))
-            samples[(name, pairs)] = float(value)
-    return samples
-
-
-def metric(samples: dict, name: str, **labels: str) -> float:
-    return samples[(name, frozenset(labels.items()))]
 
 
 def test_metrics_and_access_log_show_the_traffic(tmp_path):
@@ -206,7 +205,9 @@ def test_health_list_gives_every_service_with_its_status(sqlite_client):
 def test_sigterm_ends_watch_reflection_and_stalled_calls_at_once_with_a_clean_log(tmp_path):
     from grpc_reflection.v1alpha import reflection_pb2
 
-    service = ServiceProcess(tmp_path / "data", jwt_secret=JWT_SECRET, shutdown_grace_s="30")
+    service = ServiceProcess(
+        tmp_path / "data", jwt_secret=JWT_SECRET, shutdown_grace_s="30", metrics_listen="127.0.0.1:0"
+    )
     channel = grpc.insecure_channel(service.address)
     watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
     assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
@@ -216,15 +217,20 @@ def test_sigterm_ends_watch_reflection_and_stalled_calls_at_once_with_a_clean_lo
         released.wait()
         yield from ()
 
+    def asks_once_then_stalls():
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+        yield from stalled()
+
     reflection = channel.stream_stream(
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
         request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
-    )(stalled())
+    )(asks_once_then_stalls())
     create = channel.stream_unary("/feedback.v1.FeedbackService/CreateFeedback").future(
         stalled(), metadata=as_service()
     )
     try:
-        time.sleep(0.3)  # every call has reached the server
+        next(reflection)  # its first answer: the reflection stream is open on the server
+        wait_until(lambda: service.metric("feedback_rpc_in_flight") == 1)  # and the stalled call
         service.process.send_signal(signal.SIGTERM)
         assert [m.status for m in watch] == [health_pb2.HealthCheckResponse.NOT_SERVING]
         # Well before the 30 s grace period: nothing held the shutdown.

@@ -77,6 +77,9 @@ class Stalled:
         call = channel.stream_stream(path, request_serializer=None, response_deserializer=None)
         self.calls.append(call(self._nothing(), metadata=metadata))
 
+    def still_open(self) -> int:
+        return sum(not call.done() for call in self.calls)
+
     def endings(self) -> Counter:
         """How each call ended ('still open' if it did not, in ENDING_WAIT_S)."""
         deadline = time.monotonic() + ENDING_WAIT_S
@@ -94,6 +97,15 @@ class Stalled:
         for call in self.calls:
             call.cancel()
         self._released.set()
+
+
+def calls_in_flight_besides(service: ServiceProcess, stalled: Stalled) -> float:
+    """A lower bound of the calls the service is handling other than the
+    stalled ones. The stalled calls are counted on our side first: the server
+    ends a call before its caller sees it end, so at the later scrape it holds
+    at most as many of them as we counted."""
+    stalled_open = stalled.still_open()
+    return service.metric("feedback_rpc_in_flight") - stalled_open
 
 
 @contextmanager
@@ -244,7 +256,12 @@ def test_a_stalled_client_starves_neither_health_checks_nor_authenticated_caller
 
 def test_stalled_calls_with_credentials_are_dropped_and_do_not_count_against_the_limit(tmp_path, connect):
     with (
-        serving(tmp_path, max_concurrent_rpcs="5", request_timeout_s=REQUEST_TIMEOUT_S) as service,
+        serving(
+            tmp_path,
+            max_concurrent_rpcs="5",
+            request_timeout_s=REQUEST_TIMEOUT_S,
+            metrics_listen="127.0.0.1:0",
+        ) as service,
         stalled_calls() as stalled,
     ):
         client = Client(connect(service.address))
@@ -257,19 +274,21 @@ def test_stalled_calls_with_credentials_are_dropped_and_do_not_count_against_the
         on_the_same_connection = health(greedy)
         with sqlite_write_lock(tmp_path / "data" / "feedback.db"):
             creates = [create_future(client, f"user{i}") for i in range(5)]
-            time.sleep(0.5)  # the five are now all in flight, waiting for the database
+            # The five are in flight at once, waiting for the database.
+            wait_until(lambda: calls_in_flight_besides(service, stalled) >= 5)
         answers = {"Health/Check": on_the_same_connection, "five CreateFeedback at once": codes(creates)}
         assert answers == {"Health/Check": "SERVING", "five CreateFeedback at once": {"OK": 5}}
         assert stalled.endings() == {"DEADLINE_EXCEEDED": 20}
 
 
 def test_health_checks_answer_when_the_concurrency_limit_is_reached(tmp_path, connect):
-    with serving(tmp_path, max_concurrent_rpcs="2") as service:
+    with serving(tmp_path, max_concurrent_rpcs="2", metrics_listen="127.0.0.1:0") as service:
         client = Client(connect(service.address))
         register(client, "t1", "", ["r1"])
         with sqlite_write_lock(tmp_path / "data" / "feedback.db"):
             held = [create_future(client, f"user{i}") for i in range(2)]
-            time.sleep(0.5)  # both are now in flight, waiting for the database
+            # Both are in flight, waiting for the database.
+            wait_until(lambda: service.metric("feedback_rpc_in_flight") == 2)
             answers = {
                 "Health/Check": health(client.channel),
                 "Health/Check on another connection": health(connect(service.address)),

@@ -29,9 +29,9 @@ current_access: ContextVar[Access] = ContextVar("current_access")
 
 @dataclass(frozen=True, slots=True)
 class AccessRule:
-    permission: int
-    thread_access: int
-    caller: int
+    permission: access_pb2.Permission.ValueType
+    thread_access: access_pb2.ThreadAccess.ValueType
+    caller: access_pb2.Caller.ValueType
 
 
 def method_path(service: ServiceDescriptor, method_name: str) -> str:

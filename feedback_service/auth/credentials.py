@@ -116,7 +116,10 @@ class JwtVerifier:
         if not isinstance(subject, str) or not is_valid_id(subject):
             raise Unauthenticated(f"token sub must be a user id of {ID_RULE}")
         principal = Principal(PrincipalKind.USER, subject, None, permissions_from_scope(claims))
-        return principal, float(claims["exp"])
+        expires = claims["exp"]
+        if not isinstance(expires, int | float):  # PyJWT checked it already; this tells the type checker
+            raise Unauthenticated("token exp must be a number")
+        return principal, float(expires)
 
     def _header(self, token: str) -> tuple[str, str | None]:
         """The header's alg (one a key verifies) and kid (a string, or None)."""
@@ -136,7 +139,7 @@ class JwtVerifier:
             raise Unauthenticated(f"token algorithm {shown} is not accepted (accepted: {accepted})")
         return algorithm, kid
 
-    def _checked_claims(self, token: str, candidates: list[VerificationKey]) -> dict:
+    def _checked_claims(self, token: str, candidates: list[VerificationKey]) -> dict[str, object]:
         for key in candidates[:-1]:  # several keys may share no kid: the last one reports
             try:
                 return self._decode_with(token, key)
@@ -145,7 +148,7 @@ class JwtVerifier:
                     raise
         return self._decode_with(token, candidates[-1])
 
-    def _decode_with(self, token: str, key: VerificationKey) -> dict:
+    def _decode_with(self, token: str, key: VerificationKey) -> dict[str, object]:
         p = self._policy
         required = ["exp", "sub", *(["iss"] if p.issuer else []), *(["aud"] if p.audience else [])]
         try:

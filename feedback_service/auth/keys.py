@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,21 +23,21 @@ RELOAD_CHECK_INTERVAL_S = 1.0
 @dataclass(frozen=True, slots=True)
 class VerificationKey:
     algorithm: str
-    key: object
+    key: str | rsa.RSAPublicKey | ec.EllipticCurvePublicKey  # an HS256 secret, or a public key
     kid: str | None = None
 
 
-def _pinned_algorithm(public_key: object) -> str:
+def _pinned(public_key: object, kid: str | None = None) -> VerificationKey:
+    """The key with the one algorithm it may verify."""
     if isinstance(public_key, rsa.RSAPublicKey):
-        return "RS256"
+        return VerificationKey("RS256", public_key, kid)
     if isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name == "secp256r1":
-        return "ES256"
+        return VerificationKey("ES256", public_key, kid)
     raise ValueError("JWT public keys must be RSA (RS256) or EC P-256 (ES256)")
 
 
 def keys_from_pem(data: bytes) -> list[VerificationKey]:
-    public_key = load_pem_public_key(data)
-    return [VerificationKey(_pinned_algorithm(public_key), public_key)]
+    return [_pinned(load_pem_public_key(data))]
 
 
 def keys_from_jwks(data: bytes) -> list[VerificationKey]:
@@ -54,14 +55,13 @@ def keys_from_jwks(data: bytes) -> list[VerificationKey]:
         if entry.get("use", "sig") != "sig":
             continue
         try:
-            public_key = jwt.PyJWK(entry).key
-            algorithm = _pinned_algorithm(public_key)
-            if entry.get("alg", algorithm) != algorithm:
-                raise ValueError(f"declares alg {entry['alg']}, expected {algorithm}")
+            key = _pinned(jwt.PyJWK(entry).key, entry.get("kid"))
+            if entry.get("alg", key.algorithm) != key.algorithm:
+                raise ValueError(f"declares alg {entry['alg']}, expected {key.algorithm}")
         except (ValueError, TypeError, jwt.PyJWTError) as exc:
             log.warning("skipping JWKS key %r: %s", entry.get("kid"), exc)
             continue
-        keys.append(VerificationKey(algorithm, public_key, entry.get("kid")))
+        keys.append(key)
     if not keys:
         raise ValueError("the JWKS holds no usable RS256 or ES256 signing key")
     return keys
@@ -70,7 +70,7 @@ def keys_from_jwks(data: bytes) -> list[VerificationKey]:
 class _WatchedFile:
     """A key file, parsed again whenever its modification time or size changes."""
 
-    def __init__(self, path: Path, parse) -> None:
+    def __init__(self, path: Path, parse: Callable[[bytes], list[VerificationKey]]) -> None:
         self.path = path
         self._parse = parse
         self._stamp: tuple[float, int] | None = None

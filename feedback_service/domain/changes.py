@@ -9,7 +9,7 @@ than read as a position of this one.
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from feedback_service.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, ServiceError
@@ -70,7 +70,7 @@ class ChangeFeed:
 
     async def stream(
         self, *, after_cursor: str, follow: bool, thread_id: str, deadline: float | None
-    ) -> AsyncIterator[list[Change]]:
+    ) -> AsyncGenerator[list[Change], None]:
         """Batches of changes after the cursor, oldest first; with `follow`,
         then the new ones as they commit, polling the database (whichever
         replica wrote them), until the caller stops reading."""

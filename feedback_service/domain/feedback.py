@@ -38,7 +38,7 @@ RATING_LABELS = {1: "positive", -1: "negative"}
 
 
 @functools.lru_cache(maxsize=8)
-def _written(method: str, rating: int):
+def _written(method: str, rating: int) -> Counter:
     """The counter's child for an RPC and a rating, looked up once."""
     return FEEDBACK_WRITTEN.labels(method, RATING_LABELS[rating])
 
@@ -232,7 +232,9 @@ class FeedbackRules:
         if fitting == len(rows):
             return Page(rows, "")
         rows = rows[:fitting]
-        return Page(rows, encode_page_token(scope, rows[-1].id))
+        last_id = rows[-1].id
+        assert last_id is not None, "a stored row has its id"
+        return Page(rows, encode_page_token(scope, last_id))
 
     async def stats_for_run(
         self,
@@ -368,6 +370,7 @@ class FeedbackRules:
             elif (end - start) // width > MAX_BUCKETS[bucket]:
                 check.fail("end_time", f"must be at most {MAX_BUCKETS[bucket]} {bucket}s after start_time")
         check.done()  # so width, start and end are set from here on
+        assert width is not None and start is not None and end is not None
         if not thread_id and access.user_id is not None:
             raise PermissionDenied("only a service acting as itself may count every thread; name a thread_id")
         checked = access.checks_thread and bool(thread_id)

@@ -37,7 +37,7 @@ class FeedbackDraft:
 class FeedbackRow(NamedTuple):
     """One feedback record as stored; `id` orders rows and keys pagination."""
 
-    id: int
+    id: int | None  # None in the row CreateFeedback returns: the database assigns it
     feedback_id: str
     thread_id: str
     run_id: str
@@ -63,7 +63,7 @@ class ListFilter(NamedTuple):
 
 class TagCount(NamedTuple):
     tag: str
-    count: int
+    count: int  # type: ignore[assignment]  # hides tuple.count(), which nothing here calls
 
 
 class MessageStats(NamedTuple):

@@ -4,14 +4,12 @@ credentials is turned away at once)."""
 
 from typing import Any
 
-import grpc
-
 from feedback_service.auth.credentials import Authenticator
 from feedback_service.auth.principal import current_principal
-from feedback_service.interceptors.base import Behavior, MethodName, ServerInterceptor
+from feedback_service.interceptors.base import Behavior, Context, MethodName, ServerInterceptor
 
 
-def certificate_identities(context: grpc.aio.ServicerContext) -> list[str]:
+def certificate_identities(context: Context) -> list[str]:
     """The names of the peer's verified client certificate: its SANs, or its
     CN only when it has no SAN (RFC 6125)."""
     properties = context.auth_context()
@@ -24,9 +22,7 @@ class AuthenticationInterceptor(ServerInterceptor):
         self._authenticator = authenticator
         self._client_certificates = client_certificates  # only mutual TLS has them
 
-    async def intercept(
-        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: MethodName
-    ) -> Any:
+    async def intercept(self, behavior: Behavior, request: Any, context: Context, method: MethodName) -> Any:
         identities = certificate_identities(context) if self._client_certificates else ()
         principal = self._authenticator.authenticate(context.invocation_metadata() or (), identities)
         # The only writer. Each call runs in its own task and context, so the

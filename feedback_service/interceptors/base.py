@@ -10,11 +10,16 @@ import abc
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import grpc
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+# An interceptor serves every method, whatever its request and response types.
+# (grpc's classes are generic to the type checker only, hence the strings.)
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Behavior = Callable[[Any, Context], Awaitable[Any]]
+Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
 
 # Served to anyone: load balancers probe health, and grpcurl needs reflection
 # to discover the API. Every other method needs credentials and a declared rule.
@@ -48,7 +53,7 @@ def parse_method_name(path: str) -> MethodName:
     return MethodName(path, service, name)
 
 
-def handler_factory(handler: grpc.RpcMethodHandler) -> tuple[Callable[..., Any], Behavior]:
+def handler_factory(handler: Handler) -> tuple[Callable[..., Handler], Callable[..., Any]]:
     """The constructor of a handler like this one, and its behaviour."""
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler, handler.unary_unary
@@ -56,7 +61,9 @@ def handler_factory(handler: grpc.RpcMethodHandler) -> tuple[Callable[..., Any],
         return grpc.unary_stream_rpc_method_handler, handler.unary_stream
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler, handler.stream_unary
-    return grpc.stream_stream_rpc_method_handler, handler.stream_stream
+    behavior = handler.stream_stream
+    assert behavior is not None, "a handler has one of the four behaviours"
+    return grpc.stream_stream_rpc_method_handler, behavior
 
 
 def awaitable_behavior(behavior: Callable[..., Any]) -> Behavior:
@@ -65,7 +72,7 @@ def awaitable_behavior(behavior: Callable[..., Any]) -> Behavior:
     if not inspect.isasyncgenfunction(behavior):
         return behavior
 
-    async def written(request: Any, context: grpc.aio.ServicerContext) -> None:
+    async def written(request: Any, context: Context) -> None:
         async for response in behavior(request, context):
             await context.write(response)
 
@@ -76,16 +83,16 @@ class ServerInterceptor(grpc.aio.ServerInterceptor, abc.ABC):
     """Subclasses implement `intercept`. By default only the methods of our own
     services are intercepted; public ones (health, reflection) pass through."""
 
-    def applies_to(self, method: MethodName, handler: grpc.RpcMethodHandler) -> bool:
+    def applies_to(self, method: MethodName, handler: Handler) -> bool:
         return not method.public
 
     @abc.abstractmethod
-    async def intercept(
-        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: MethodName
-    ) -> Any:
+    async def intercept(self, behavior: Behavior, request: Any, context: Context, method: MethodName) -> Any:
         """Runs around `await behavior(request, context)` and returns its result."""
 
-    async def intercept_service(self, continuation, handler_call_details):
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> "Handler | None":
         handler = await continuation(handler_call_details)
         if handler is None:  # no such method: gRPC answers UNIMPLEMENTED
             return None
@@ -95,7 +102,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor, abc.ABC):
         factory, behavior = handler_factory(handler)
         behavior = awaitable_behavior(behavior)
 
-        async def intercepted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def intercepted(request: Any, context: Context) -> Any:
             return await self.intercept(behavior, request, context, method)
 
         return factory(

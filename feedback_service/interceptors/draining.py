@@ -21,7 +21,7 @@ class ShuttingDown(Unavailable):
 
 class CallerWaits:
     def __init__(self) -> None:
-        self._waiting: set[asyncio.Task] = set()
+        self._waiting: set[asyncio.Task[object]] = set()
         self._closing = False
 
     async def wait(self, awaitable: Awaitable[T]) -> T:
@@ -29,6 +29,7 @@ class CallerWaits:
         if self._closing:
             raise ShuttingDown
         task = asyncio.current_task()
+        assert task is not None, "a call is served in a task"
         self._waiting.add(task)
         try:
             return await awaitable

@@ -9,7 +9,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from feedback_service.domain import errors
-from feedback_service.interceptors.base import Behavior, MethodName, ServerInterceptor
+from feedback_service.interceptors.base import Behavior, Context, Handler, MethodName, ServerInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,8 @@ def bad_request_status(error: errors.InvalidArgument) -> grpc.Status:
         )
     )
     status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(error), details=[details])
-    return rpc_status.to_status(status)
+    grpc_status: grpc.Status = rpc_status.to_status(status)  # grpcio-status ships no types
+    return grpc_status
 
 
 class ErrorStatusInterceptor(ServerInterceptor):
@@ -34,12 +35,10 @@ class ErrorStatusInterceptor(ServerInterceptor):
     bug: INTERNAL for the caller, and its traceback logged once, here. It
     covers public methods too, whose requests are read below it."""
 
-    def applies_to(self, method: MethodName, handler: grpc.RpcMethodHandler) -> bool:
+    def applies_to(self, method: MethodName, handler: Handler) -> bool:
         return True
 
-    async def intercept(
-        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: MethodName
-    ) -> Any:
+    async def intercept(self, behavior: Behavior, request: Any, context: Context, method: MethodName) -> Any:
         try:
             return await behavior(request, context)
         except errors.InvalidArgument as error:

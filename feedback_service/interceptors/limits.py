@@ -6,11 +6,10 @@ starve the rest."""
 from collections import Counter
 from typing import Any
 
-import grpc
 from prometheus_client import Gauge
 
 from feedback_service.domain.errors import ResourceExhausted
-from feedback_service.interceptors.base import Behavior, MethodName, ServerInterceptor
+from feedback_service.interceptors.base import Behavior, Context, Handler, MethodName, ServerInterceptor
 from feedback_service.interceptors.draining import CallerWaits
 
 CHANGE_STREAMS = Gauge("feedback_change_streams_open", "StreamFeedbackChanges streams open now")
@@ -25,12 +24,10 @@ class ConcurrencyLimitInterceptor(ServerInterceptor):
         self._limit = limit
         self._in_progress = 0
 
-    def applies_to(self, method: MethodName, handler: grpc.RpcMethodHandler) -> bool:
+    def applies_to(self, method: MethodName, handler: Handler) -> bool:
         return not method.public and not handler.response_streaming
 
-    async def intercept(
-        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: MethodName
-    ) -> Any:
+    async def intercept(self, behavior: Behavior, request: Any, context: Context, method: MethodName) -> Any:
         if self._in_progress >= self._limit:
             raise ResourceExhausted(f"the server is serving {self._limit} calls already; retry later")
         self._in_progress += 1
@@ -52,12 +49,10 @@ class ChangeStreamLimitInterceptor(ServerInterceptor):
         self._waits = waits
         self._open = 0
 
-    def applies_to(self, method: MethodName, handler: grpc.RpcMethodHandler) -> bool:
+    def applies_to(self, method: MethodName, handler: Handler) -> bool:
         return not method.public and handler.response_streaming
 
-    async def intercept(
-        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: MethodName
-    ) -> Any:
+    async def intercept(self, behavior: Behavior, request: Any, context: Context, method: MethodName) -> Any:
         if self._open >= self._limit:
             raise ResourceExhausted(
                 f"{self._limit} change streams are open on this server already; close one or retry later"
@@ -84,12 +79,10 @@ class PublicStreamLimitInterceptor(ServerInterceptor):
         self._open: Counter[str] = Counter()
         self._open_total = 0
 
-    def applies_to(self, method: MethodName, handler: grpc.RpcMethodHandler) -> bool:
+    def applies_to(self, method: MethodName, handler: Handler) -> bool:
         return method.public and (handler.request_streaming or handler.response_streaming)
 
-    async def intercept(
-        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: MethodName
-    ) -> Any:
+    async def intercept(self, behavior: Behavior, request: Any, context: Context, method: MethodName) -> Any:
         connection = context.peer()  # address and port: one client connection
         if self._open_total >= self._total or self._open[connection] >= self._per_connection:
             raise ResourceExhausted(

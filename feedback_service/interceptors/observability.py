@@ -8,20 +8,21 @@ import time
 from typing import Any
 
 import grpc
+from prometheus_client import Counter, Histogram
 
 from feedback_service.auth.principal import current_principal
-from feedback_service.interceptors.base import Behavior, MethodName, ServerInterceptor
+from feedback_service.interceptors.base import Behavior, Context, MethodName, ServerInterceptor
 from feedback_service.observability import IN_FLIGHT, LATENCY, REQUESTS, log_access
 from feedback_service.tracing import current_trace_id, record_outcome
 
 
 @functools.lru_cache(maxsize=1024)
-def _latency(method: MethodName):
+def _latency(method: MethodName) -> Histogram:
     return LATENCY.labels(method.service, method.name)
 
 
 @functools.lru_cache(maxsize=4096)
-def _requests(method: MethodName, code: grpc.StatusCode):
+def _requests(method: MethodName, code: grpc.StatusCode) -> Counter:
     return REQUESTS.labels(method.service, method.name, code.name)
 
 
@@ -33,9 +34,7 @@ class ObservabilityInterceptor(ServerInterceptor):
         self._in_flight = 0
         IN_FLIGHT.set_function(lambda: self._in_flight)
 
-    async def intercept(
-        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: MethodName
-    ) -> Any:
+    async def intercept(self, behavior: Behavior, request: Any, context: Context, method: MethodName) -> Any:
         started = time.perf_counter()
         self._in_flight += 1
         code = grpc.StatusCode.UNKNOWN
@@ -68,7 +67,7 @@ class ObservabilityInterceptor(ServerInterceptor):
             )
 
 
-def _ended_early(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+def _ended_early(context: Context) -> grpc.StatusCode:
     remaining = context.time_remaining()
     if remaining is not None and remaining <= 0:
         return grpc.StatusCode.DEADLINE_EXCEEDED

@@ -16,6 +16,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from feedback_service.domain.errors import DeadlineExceeded, InvalidArgument
+from feedback_service.interceptors.base import Context, Continuation, Handler
 from feedback_service.interceptors.draining import CallerWaits
 
 # Stream handler constructors for the unary-request kinds they replace.
@@ -30,14 +31,16 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         self._timeout_s = timeout_s
         self._waits = waits
 
-    async def intercept_service(self, continuation, handler_call_details):
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> "Handler | None":
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_streaming:
             return handler
         kind = "unary_unary" if handler.unary_unary else "unary_stream"
         behavior, decode = getattr(handler, kind), handler.request_deserializer
 
-        async def received(_requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def received(_requests: Any, context: Context) -> Any:
             request = _decoded(await self._read(context), decode)
             return await behavior(request, context)
 
@@ -45,7 +48,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             received, request_deserializer=None, response_serializer=handler.response_serializer
         )
 
-    async def _read(self, context: grpc.aio.ServicerContext) -> bytes:
+    async def _read(self, context: Context) -> bytes:
         try:
             async with asyncio.timeout(self._timeout_s):
                 message = await self._waits.wait(context.read())
@@ -53,12 +56,14 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             raise DeadlineExceeded(
                 f"the request message did not arrive within {self._timeout_s:g}s of the call's start"
             ) from None
-        if message is grpc.aio.EOF:
+        if not isinstance(message, bytes):  # grpc.aio.EOF: the stream ended first
             raise InvalidArgument([], "the call ended without a request message")
         return message
 
 
-def _decoded(data: bytes, decode: Callable[[bytes], Any]) -> Any:
+def _decoded(data: bytes, decode: Callable[[bytes], Any] | None) -> Any:
+    if decode is None:  # a method registered without a deserializer takes the bytes
+        return data
     try:
         return decode(data)
     except DecodeError:

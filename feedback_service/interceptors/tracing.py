@@ -11,10 +11,9 @@ code only when something calls context.abort.)"""
 
 from typing import Any
 
-import grpc
 from opentelemetry import propagate, trace
 
-from feedback_service.interceptors.base import Behavior, MethodName, ServerInterceptor
+from feedback_service.interceptors.base import Behavior, Context, MethodName, ServerInterceptor
 from feedback_service.tracing import RPC_METHOD, RPC_SERVICE, RPC_SYSTEM
 
 
@@ -23,9 +22,7 @@ class TracingInterceptor(ServerInterceptor):
         self._tracer = tracer
         self._fields = frozenset(propagate.get_global_textmap().fields)
 
-    async def intercept(
-        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: MethodName
-    ) -> Any:
+    async def intercept(self, behavior: Behavior, request: Any, context: Context, method: MethodName) -> Any:
         # Only the propagator's own headers: never a credential.
         carrier = {key: value for key, value in context.invocation_metadata() or () if key in self._fields}
         with self._tracer.start_as_current_span(

@@ -1,6 +1,7 @@
 """Domain records -> protobuf messages, and the call's deadline."""
 
 import time
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -22,7 +23,7 @@ from feedback_service.domain.records import (
 BUCKETS = {feedback_pb2.TIME_BUCKET_HOUR: "hour", feedback_pb2.TIME_BUCKET_DAY: "day"}
 
 
-def deadline(context: grpc.aio.ServicerContext) -> float | None:
+def deadline(context: "grpc.aio.ServicerContext[Any, Any]") -> float | None:
     """The caller's deadline as a time.monotonic() value; None without one."""
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
@@ -72,7 +73,12 @@ def feedback_message(row: FeedbackRow) -> feedback_pb2.Feedback:
     return _fill(feedback_pb2.Feedback(), row)
 
 
-def feedback_page(response, rows: list[FeedbackRow]):
+ListResponse = TypeVar(
+    "ListResponse", feedback_pb2.ListFeedbackResponse, feedback_pb2.ListThreadFeedbackResponse
+)
+
+
+def feedback_page(response: ListResponse, rows: list[FeedbackRow]) -> ListResponse:
     """Fills a List*Response's repeated `feedback` field in place (cheaper than
     building messages and copying them in); returns the response."""
     add = response.feedback.add
@@ -81,20 +87,24 @@ def feedback_page(response, rows: list[FeedbackRow]):
     return response
 
 
-def stats_fields(stats: RunStats) -> dict:
-    """Keyword arguments of a FeedbackStats message."""
-    return {
-        "run_id": stats.run_id,
-        "total": stats.total,
-        "positive": stats.positive,
-        "negative": stats.negative,
-        "tags": [{"tag": tag, "count": count} for tag, count in stats.tags],
-        "messages": [m._asdict() for m in stats.messages],
-    }
+def tag_counts(tags: tuple[tuple[str, int], ...]) -> list[feedback_pb2.TagCount]:
+    return [feedback_pb2.TagCount(tag=tag, count=count) for tag, count in tags]
 
 
 def stats_message(stats: RunStats) -> feedback_pb2.FeedbackStats:
-    return feedback_pb2.FeedbackStats(**stats_fields(stats))
+    return feedback_pb2.FeedbackStats(
+        run_id=stats.run_id,
+        total=stats.total,
+        positive=stats.positive,
+        negative=stats.negative,
+        tags=tag_counts(stats.tags),
+        messages=[
+            feedback_pb2.MessageStats(
+                message_id=m.message_id, total=m.total, positive=m.positive, negative=m.negative
+            )
+            for m in stats.messages
+        ],
+    )
 
 
 def caller_feedback_response(entries: list[CallerRunFeedback]) -> feedback_pb2.BatchGetCallerFeedbackResponse:
@@ -116,7 +126,7 @@ def thread_stats_message(stats: ThreadStats) -> feedback_pb2.ThreadFeedbackStats
         total=stats.total,
         positive=stats.positive,
         negative=stats.negative,
-        tags=[{"tag": tag, "count": count} for tag, count in stats.tags],
+        tags=tag_counts(stats.tags),
         runs_with_feedback=stats.runs_with_feedback,
     )
 
@@ -147,24 +157,22 @@ def change_message(change: Change) -> feedback_pb2.FeedbackChange:
     """A FeedbackChange: the feedback with every field while it exists, only
     its ids and key once it is gone."""
     row = change.row
-    feedback = {
-        "feedback_id": row.feedback_id,
-        "thread_id": row.thread_id,
-        "run_id": row.run_id,
-        "user_id": row.user_id,
-        "message_id": row.message_id,
-    }
-    if row.rating is not None:
-        feedback.update(
-            rating=row.rating,
-            comment=row.comment,
-            created_at=timestamp(row.created_at),
-            updated_at=timestamp(row.updated_at),
-            tags=row.tags,
-        )
+    feedback = feedback_pb2.Feedback(
+        feedback_id=row.feedback_id,
+        thread_id=row.thread_id,
+        run_id=row.run_id,
+        user_id=row.user_id,
+        message_id=row.message_id,
+        # Left unset (0, '', no timestamps, no tags) once the feedback is gone.
+        rating=row.rating or 0,
+        comment=row.comment or "",
+        created_at=None if row.created_at is None else timestamp(row.created_at),
+        updated_at=None if row.updated_at is None else timestamp(row.updated_at),
+        tags=row.tags,
+    )
     return feedback_pb2.FeedbackChange(
         cursor=change.cursor,
-        kind=row.kind,
+        kind=feedback_pb2.ChangeKind.ValueType(row.kind),
         feedback=feedback,
         changed_at=timestamp(row.changed_at),
     )

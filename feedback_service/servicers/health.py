@@ -4,6 +4,7 @@ at once when the server shuts down."""
 import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import TypeAlias
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -14,6 +15,9 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 _END = None  # queued to a watcher: the stream is over
+# A health status (health_pb2.HealthCheckResponse.ServingStatus), or _END.
+Update = int | None
+Context: TypeAlias = "grpc.aio.ServicerContext[object, health_pb2.HealthCheckResponse]"
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):
@@ -22,30 +26,38 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
     every Watch stream is sent that, then ended."""
 
     def __init__(self, service_names: Sequence[str]) -> None:
-        self._statuses = dict.fromkeys(("", *service_names), SERVING)
-        self._watchers: defaultdict[str, set[asyncio.Queue]] = defaultdict(set)
+        self._statuses: dict[str, int] = dict.fromkeys(("", *service_names), SERVING)
+        self._watchers: defaultdict[str, set[asyncio.Queue[Update]]] = defaultdict(set)
         self._shut_down = False
 
-    async def Check(self, request: health_pb2.HealthCheckRequest, context) -> health_pb2.HealthCheckResponse:
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: Context
+    ) -> health_pb2.HealthCheckResponse:
         status = self._statuses.get(request.service)
         if status is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {echoed(request.service)}")
         return health_pb2.HealthCheckResponse(status=status)
 
-    async def List(self, request: health_pb2.HealthListRequest, context) -> health_pb2.HealthListResponse:
-        return health_pb2.HealthListResponse(
+    # types-grpcio-health-checking predates Health/List: its messages are unknown to it.
+    async def List(
+        self,
+        request: health_pb2.HealthListRequest,  # type: ignore[name-defined]  # see above
+        context: Context,
+    ) -> health_pb2.HealthListResponse:  # type: ignore[name-defined]  # see above
+        return health_pb2.HealthListResponse(  # type: ignore[attr-defined]  # see above
             statuses={name: health_pb2.HealthCheckResponse(status=s) for name, s in self._statuses.items()}
         )
 
-    async def Watch(self, request: health_pb2.HealthCheckRequest, context) -> None:
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Context) -> None:
         """Sends the current status, then each change, until shutdown."""
-        updates: asyncio.Queue = asyncio.Queue()
+        updates: asyncio.Queue[Update] = asyncio.Queue()
         if self._shut_down:
             updates.put_nowait(_END)
         watchers = self._watchers[request.service]
         watchers.add(updates)
         try:
-            status, last = self._statuses.get(request.service, SERVICE_UNKNOWN), None
+            status: Update = self._statuses.get(request.service, SERVICE_UNKNOWN)
+            last: Update = None
             while status is not _END:
                 if status != last:
                     await context.write(health_pb2.HealthCheckResponse(status=status))
@@ -60,7 +72,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         """Sets every service's status (ignored once shut down)."""
         if self._shut_down:
             return
-        status = SERVING if serving else NOT_SERVING
+        status: int = SERVING if serving else NOT_SERVING
         for name in self._statuses:
             self._statuses[name] = status
         self._notify(status)
@@ -75,7 +87,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
             while self._watchers:
                 await asyncio.sleep(0.01)
 
-    def _notify(self, update: int | None) -> None:
+    def _notify(self, update: Update) -> None:
         for watchers in self._watchers.values():
             for queue in watchers:
                 queue.put_nowait(update)

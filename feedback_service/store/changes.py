@@ -20,8 +20,9 @@ no comment, so erasing a user's feedback leaves none of its text behind.
 
 from collections.abc import Sequence
 from itertools import takewhile
+from typing import Any
 
-from peewee import JOIN, SQL
+from peewee import JOIN, SQL, Select
 
 from feedback_service.domain.records import ChangeKind, ChangeLogState, ChangeRow
 from feedback_service.store.models import Feedback, FeedbackChange, FeedbackChangeLog, database, split_tags
@@ -61,7 +62,7 @@ def append_changes(kind: ChangeKind, keys: Sequence[tuple[str, str, str, str, st
 _ROW_FIELDS = list(ChangeRow._fields)
 
 
-def _page_query(after: int, thread_id: str | None, limit: int):
+def _page_query(after: int, thread_id: str | None, limit: int) -> Select:
     change, feedback = FeedbackChange, Feedback.alias("f")
     where = change.id > after
     if thread_id is not None:
@@ -89,7 +90,7 @@ def _page_query(after: int, thread_id: str | None, limit: int):
     )
 
 
-def _with_log_state(after: int, thread_id: str | None, limit: int):
+def _with_log_state(after: int, thread_id: str | None, limit: int) -> Select:
     """The page beside the head's state, in one statement and so in one
     snapshot: at least one row, whose page columns are NULL when the page is
     empty."""
@@ -116,9 +117,9 @@ def change_page(after: int, thread_id: str | None, limit: int) -> tuple[ChangeLo
     return state, [_change_row(row[3:]) for row in rows if row[3] is not None]
 
 
-def _change_row(values: tuple) -> ChangeRow:
+def _change_row(values: tuple[Any, ...]) -> ChangeRow:
     *fields, tags = values
-    return ChangeRow(*fields, split_tags(tags))
+    return ChangeRow._make((*fields, split_tags(tags)))
 
 
 # --- retention -----------------------------------------------------------------------

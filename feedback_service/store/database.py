@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from opentelemetry import trace
-from peewee import Database, InterfaceError, OperationalError
+from peewee import InterfaceError, OperationalError
 from prometheus_client import Gauge
 
 from feedback_service.domain.errors import DeadlineExceeded, Unavailable
@@ -42,7 +42,7 @@ CONNECTION_ERRORS = (OperationalError, InterfaceError)
 MAX_ATTEMPTS = 5
 
 
-def open_database(url: str, connect_timeout_s: float = 5) -> Database:
+def open_database(url: str, connect_timeout_s: float = 5) -> Dialect:
     """The database of a URL, in its dialect's class, bound to the models."""
     db = dialect_database(url, connect_timeout_s)
     database.initialize(db)
@@ -84,7 +84,11 @@ class Store:
         return await self._run(self._writer, work, args, deadline)
 
     async def _run(
-        self, executor: ThreadPoolExecutor, work: Callable[..., T], args: tuple, deadline: float | None
+        self,
+        executor: ThreadPoolExecutor,
+        work: Callable[..., T],
+        args: tuple[object, ...],
+        deadline: float | None,
     ) -> T:
         if self._tracer is None or not trace.get_current_span().is_recording():
             return await self._run_work(executor, work, args, deadline)
@@ -102,7 +106,11 @@ class Store:
                 raise
 
     async def _run_work(
-        self, executor: ThreadPoolExecutor, work: Callable[..., T], args: tuple, deadline: float | None
+        self,
+        executor: ThreadPoolExecutor,
+        work: Callable[..., T],
+        args: tuple[object, ...],
+        deadline: float | None,
     ) -> T:
         if not self.available:
             raise Unavailable("the database is unavailable; retry later")
@@ -118,7 +126,7 @@ class Store:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(executor, self._attempts, work, args, deadline)
 
-    def _attempts(self, work: Callable[..., T], args: tuple, deadline: float | None) -> T:
+    def _attempts(self, work: Callable[..., T], args: tuple[object, ...], deadline: float | None) -> T:
         check_deadline(deadline)  # it may have queued for a thread past its deadline
         DB_IN_USE.inc()
         try:

@@ -18,7 +18,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlparse
 
 from peewee import (
@@ -40,7 +40,14 @@ from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
 MIGRATION_LOCK = 0x6665_6564  # an arbitrary, fixed advisory lock id
 
 
-class Dialect:
+if TYPE_CHECKING:
+    # To the type checker the mixin is the Database it is always mixed into.
+    _Mixin = Database
+else:
+    _Mixin = object
+
+
+class Dialect(_Mixin):
     """The mixin; the defaults suit a server database reached over a network."""
 
     # The database's name in traces (OpenTelemetry's db.system).
@@ -87,12 +94,19 @@ class Dialect:
         differently."""
         return query.for_update()
 
-    def upsert(self, insert: Insert, *, key: tuple, preserve: tuple, returning: tuple) -> Insert:
+    def upsert(
+        self,
+        insert: Insert,
+        *,
+        key: tuple[Field, ...],
+        preserve: tuple[Field, ...],
+        returning: tuple[Field, ...],
+    ) -> Insert:
         """The upsert statement: `insert`, or on a conflict on `key` an update
         of the `preserve` columns, returning the stored row's `returning`."""
         return insert.on_conflict(conflict_target=key, preserve=preserve).returning(*returning)
 
-    def run_upsert(self, statement: tuple[str, list], read_back: Callable[[], Any]) -> Any:
+    def run_upsert(self, statement: tuple[str, list[object]], read_back: Callable[[], Any]) -> Any:
         """Runs a statement from `upsert` inside the caller's transaction;
         returns the stored row."""
         return self.execute_sql(*statement).fetchone()
@@ -101,14 +115,18 @@ class Dialect:
         """The statement adding `by` to `column` in the one row `where`
         selects, which locks that row until the transaction ends; run it with
         `run_advance`, which returns the column's new value."""
-        return column.model.update({column: column + by}).where(where).returning(column)
+        statement: Update = column.model.update({column: column + by}).where(where).returning(column)
+        return statement
 
-    def run_advance(self, statement: tuple[str, list]) -> int:
-        return self.execute_sql(*statement).fetchone()[0]
+    def run_advance(self, statement: tuple[str, list[object]]) -> int:
+        new_value: int = self.execute_sql(*statement).fetchone()[0]
+        return new_value
 
     def deleted_rows(
-        self, delete_returning: Callable[[], list[tuple]], lock_then_delete: Callable[[], list[tuple]]
-    ) -> list[tuple]:
+        self,
+        delete_returning: Callable[[], list[tuple[Any, ...]]],
+        lock_then_delete: Callable[[], list[tuple[Any, ...]]],
+    ) -> list[tuple[Any, ...]]:
         """Deletes rows and returns them, the way this database can: one
         DELETE ... RETURNING, or else reading and locking the rows, then
         deleting exactly those (in the caller's transaction)."""
@@ -132,10 +150,11 @@ class SqliteDialect(Dialect, SqliteDatabase):
     # the join (measured: 127 against 197 µs of CPU for a page of 100).
     one_statement_reads = False
     remainder_operator = "%"
+    BUSY_TIMEOUT_MS: ClassVar[int] = 5000
     PRAGMAS: ClassVar[dict[str, object]] = {
         # First: wait for another process's lock instead of failing, even while
         # the pragmas below are applied to a new connection.
-        "busy_timeout": 5000,
+        "busy_timeout": BUSY_TIMEOUT_MS,
         "journal_mode": "wal",  # readers never block the writer
         "synchronous": "normal",  # durable across process crashes; WAL fsyncs at checkpoints
         "foreign_keys": 1,
@@ -160,7 +179,7 @@ class SqliteDialect(Dialect, SqliteDatabase):
         return {
             "pragmas": cls.PRAGMAS,
             "lock_type": "IMMEDIATE",
-            "timeout": cls.PRAGMAS["busy_timeout"] / 1000,
+            "timeout": cls.BUSY_TIMEOUT_MS / 1000,
         }
 
     def locking(self, query: Select) -> Select:
@@ -169,7 +188,7 @@ class SqliteDialect(Dialect, SqliteDatabase):
         return query
 
     def _initialize_connection(self, conn: Any) -> None:
-        super()._initialize_connection(conn)
+        super()._initialize_connection(conn)  # type: ignore[misc]  # a hook peewee's stubs leave out
         if threading.get_ident() == self._inline_thread:
             conn.execute("PRAGMA busy_timeout = 0")
 
@@ -216,11 +235,18 @@ class MySQLDialect(Dialect, MySQLDatabase):
         finally:
             self.execute_sql("SELECT RELEASE_LOCK('feedback_service_migrate')")
 
-    def upsert(self, insert: Insert, *, key: tuple, preserve: tuple, returning: tuple) -> Insert:
+    def upsert(
+        self,
+        insert: Insert,
+        *,
+        key: tuple[Field, ...],
+        preserve: tuple[Field, ...],
+        returning: tuple[Field, ...],
+    ) -> Insert:
         # MySQL takes no conflict target (any unique key conflicts) and has no RETURNING.
         return insert.on_conflict(preserve=preserve)
 
-    def run_upsert(self, statement: tuple[str, list], read_back: Callable[[], Any]) -> Any:
+    def run_upsert(self, statement: tuple[str, list[object]], read_back: Callable[[], Any]) -> Any:
         """The upsert, then its row as stored (the caller's transaction holds
         the row locked between the two)."""
         self.execute_sql(*statement)
@@ -229,23 +255,27 @@ class MySQLDialect(Dialect, MySQLDatabase):
     def advance(self, column: Field, by: int, where: Expression) -> Update:
         # No UPDATE ... RETURNING: LAST_INSERT_ID(expr) stores the new value,
         # and the server sends it back in the statement's reply (lastrowid).
-        return column.model.update({column: fn.LAST_INSERT_ID(column + by)}).where(where)
+        statement: Update = column.model.update({column: fn.LAST_INSERT_ID(column + by)}).where(where)
+        return statement
 
-    def run_advance(self, statement: tuple[str, list]) -> int:
-        return self.execute_sql(*statement).lastrowid
+    def run_advance(self, statement: tuple[str, list[object]]) -> int:
+        new_value: int = self.execute_sql(*statement).lastrowid
+        return new_value
 
     def deleted_rows(
-        self, delete_returning: Callable[[], list[tuple]], lock_then_delete: Callable[[], list[tuple]]
-    ) -> list[tuple]:
+        self,
+        delete_returning: Callable[[], list[tuple[Any, ...]]],
+        lock_then_delete: Callable[[], list[tuple[Any, ...]]],
+    ) -> list[tuple[Any, ...]]:
         # MySQL has no DELETE ... RETURNING (MariaDB has, but both share this class).
         return lock_then_delete()
 
 
-class PooledPostgresDialect(PostgresDialect, PooledPostgresqlDatabase):
+class PooledPostgresDialect(PostgresDialect, PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is untyped
     """PostgreSQL through Peewee's connection pool."""
 
 
-class PooledMySQLDialect(MySQLDialect, PooledMySQLDatabase):
+class PooledMySQLDialect(MySQLDialect, PooledMySQLDatabase):  # type: ignore[misc]  # playhouse is untyped
     """MySQL or MariaDB through Peewee's connection pool."""
 
 
@@ -260,7 +290,7 @@ DIALECTS: dict[str, type[Dialect]] = {
 }
 
 
-def dialect_database(url: str, connect_timeout_s: float = 5) -> Database:
+def dialect_database(url: str, connect_timeout_s: float = 5) -> Dialect:
     """The database of a URL, as the dialect class its scheme names."""
     scheme = urlparse(url).scheme
     dialect = DIALECTS.get(scheme)

@@ -62,6 +62,7 @@ class Run(BaseModel):
 
     run_id = CharField(ID_MAX_LENGTH, primary_key=True)
     thread = ForeignKeyField(Thread, column_name="thread_id", backref="runs", on_delete="CASCADE")
+    thread_id: str  # the key's value, without loading the thread (peewee's accessor)
     created_at = BigIntegerField()
 
 

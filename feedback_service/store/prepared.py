@@ -24,7 +24,12 @@ class Prepared:
 
     def __init__(self, build: Callable[..., Query]) -> None:
         self._build = build
-        self._cache: dict[tuple, tuple[str, list[tuple[int, Any]]]] = {}
+        self._cache: dict[tuple[object, ...], tuple[str, list[tuple[int, Any]]]] = {}
+
+    @property
+    def build(self) -> Callable[..., Query]:
+        """The query builder, whose own `.sql()` the cached SQL must equal."""
+        return self._build
 
     def __call__(self, *args: Any) -> tuple[str, list[Any]]:
         shape = (type(database.obj), *(_shape(arg) for arg in args))

@@ -14,8 +14,22 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from peewee import JOIN, SQL, Case, IntegrityError, NodeList, Select, Value, fn
+from peewee import (
+    JOIN,
+    SQL,
+    Case,
+    ColumnBase,
+    CompoundSelectQuery,
+    Insert,
+    IntegrityError,
+    NodeList,
+    Select,
+    SelectBase,
+    Value,
+    fn,
+)
 
 from feedback_service.domain.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from feedback_service.domain.records import (
@@ -68,10 +82,10 @@ FEEDBACK_COLUMNS = (
 assert tuple(c.column_name for c in FEEDBACK_COLUMNS) == FeedbackRow._fields
 
 
-def _feedback_row(values: Sequence) -> FeedbackRow:
+def _feedback_row(values: Sequence[Any]) -> FeedbackRow:
     """A FeedbackRow from FEEDBACK_COLUMNS' values as stored."""
     *fields, tags = values
-    return FeedbackRow(*fields, split_tags(tags))
+    return FeedbackRow._make((*fields, split_tags(tags)))
 
 
 # --- threads and runs ---------------------------------------------------------
@@ -210,11 +224,11 @@ FEEDBACK_KEY = (Feedback.thread_id, Feedback.run, Feedback.user_id, Feedback.mes
 # work. `user_id` None: a service acting as itself, which is not checked.
 
 
-def _owned_or_shared(user_id: str):
+def _owned_or_shared(user_id: str) -> ColumnBase:
     return Thread.owner_user_id.in_(["", user_id])
 
 
-def _with_owner(thread_id: str, data: Select, columns: list[str], order_by: str | None = None) -> Select:
+def _with_owner(thread_id: str, data: SelectBase, columns: list[str], order_by: str | None = None) -> Select:
     """`data` with the thread's owner beside each row: at least one row, whose
     data columns are NULL when `data` has none, and whose owner is NULL when
     the thread is not registered. `order_by` names a data column."""
@@ -231,8 +245,11 @@ def _with_owner(thread_id: str, data: Select, columns: list[str], order_by: str 
 
 
 def _read_with_owner(
-    thread_id: str, with_owner: bool, plain: Callable[[], tuple], joined: Callable[[], tuple]
-) -> tuple[str | None, list]:
+    thread_id: str,
+    with_owner: bool,
+    plain: Callable[[], tuple[str, list[Any]]],
+    joined: Callable[[], tuple[str, list[Any]]],
+) -> tuple[str | None, list[tuple[Any, ...]]]:
     """(the thread's owner, the rows of a read). Without `with_owner`: None
     and the `plain` statement's rows. With it: from the `joined` statement (a
     `_with_owner` one) where the dialect prefers one round trip, else from an
@@ -245,7 +262,9 @@ def _read_with_owner(
     return rows[0][0], [row[1:] for row in rows if row[1] is not None]
 
 
-def _insert_if_run_in_thread(thread_id, run_id, user_id, values):
+def _insert_if_run_in_thread(
+    thread_id: str, run_id: str, user_id: str | None, values: Sequence[object]
+) -> Insert:
     """INSERT ... SELECT ... FROM run: inserts `values` (one per
     INSERTED_COLUMNS) only if the run belongs to the thread and, for a user,
     the thread is theirs or shared, in one statement (0 rows inserted: not so)."""
@@ -257,14 +276,17 @@ def _insert_if_run_in_thread(thread_id, run_id, user_id, values):
     return Feedback.insert_from(source.where(where), INSERTED_COLUMNS)
 
 
-def _upsert_if_run_in_thread(thread_id, run_id, user_id, values):
+def _upsert_if_run_in_thread(
+    thread_id: str, run_id: str, user_id: str | None, values: Sequence[object]
+) -> Insert:
     """The same insert, updating the existing row of the key instead of failing."""
-    return database.upsert(
+    upsert: Insert = database.upsert(
         _insert_if_run_in_thread(thread_id, run_id, user_id, values),
         key=FEEDBACK_KEY,
         preserve=(Feedback.rating, Feedback.comment, Feedback.updated_at, Feedback.tags),
         returning=FEEDBACK_COLUMNS,
     )
+    return upsert
 
 
 _INSERT_IF_RUN = Prepared(_insert_if_run_in_thread)
@@ -427,7 +449,7 @@ def upsert_feedback(draft: FeedbackDraft, checked: bool) -> FeedbackRow:
     return row
 
 
-def _in_their_thread(thread_id: str, user_id: str | None):
+def _in_their_thread(thread_id: str, user_id: str | None) -> ColumnBase:
     """For a user, the thread must be theirs or shared (see the rule above)."""
     if user_id is None:
         return SQL("1 = 1")
@@ -451,18 +473,21 @@ def _deletion(where: Callable[..., object]) -> tuple[Prepared, Prepared]:
     return returning, locking
 
 
-def _delete_where(returning: Prepared, locking: Prepared, *args: object) -> list[tuple]:
+def _delete_where(returning: Prepared, locking: Prepared, *args: object) -> list[tuple[Any, ...]]:
     """Deletes the feedback the `_deletion` statements select; returns the
     deleted rows' keys (see KEY_COLUMNS). Call it inside a transaction."""
 
-    def lock_then_delete() -> list[tuple]:
+    def lock_then_delete() -> list[tuple[Any, ...]]:
         rows = database.execute_sql(*locking(*args)).fetchall()
         for start in range(0, len(rows), DELETE_BATCH):
             ids = [row[0] for row in rows[start : start + DELETE_BATCH]]
             Feedback.delete().where(Feedback.id.in_(ids)).execute()
         return [row[1:] for row in rows]
 
-    return database.deleted_rows(lambda: database.execute_sql(*returning(*args)).fetchall(), lock_then_delete)
+    deleted: list[tuple[Any, ...]] = database.deleted_rows(
+        lambda: database.execute_sql(*returning(*args)).fetchall(), lock_then_delete
+    )
+    return deleted
 
 
 _DELETE_ONE = _deletion(
@@ -488,7 +513,7 @@ _DELETE_USER = _deletion(lambda user_id: Feedback.user_id == user_id)
 
 def _delete_users_feedback(
     deletion: tuple[Prepared, Prepared],
-    args: tuple,
+    args: tuple[object, ...],
     thread_id: str,
     checked_user: str | None,
     request: RequestClaim | None,
@@ -554,8 +579,17 @@ def delete_user_feedback(user_id: str) -> int:
 
 
 def _page_query(
-    thread_id, run_id, user_id, after_id, limit, rating, has_comment, tag, created_after, created_before
-):
+    thread_id: str,
+    run_id: str | None,
+    user_id: str | None,
+    after_id: int,
+    limit: int,
+    rating: int | None,
+    has_comment: int | None,
+    tag: str | None,
+    created_after: int | None,
+    created_before: int | None,
+) -> Select:
     """The page, through the index that bounds it to the run or thread (and
     the user, when one): (thread_id, run_id, id), (thread_id, run_id, user_id,
     message_id) or (thread_id, user_id, id), the filters checked on the rows
@@ -635,7 +669,7 @@ def feedback_page(
     return owner, [_feedback_row(row) for row in rows]
 
 
-def _caller_feedback_query(thread_id, user_id, run_ids, limit):
+def _caller_feedback_query(thread_id: str, user_id: str, run_ids: Sequence[str], limit: int) -> Select:
     return (
         Feedback.select(*FEEDBACK_COLUMNS)
         .where((Feedback.thread_id == thread_id) & (Feedback.user_id == user_id) & Feedback.run.in_(run_ids))
@@ -672,15 +706,15 @@ VOTE = ""
 COUNTS, TAGS = "c", "t"
 
 
-def _positive():
+def _positive() -> ColumnBase:
     return fn.SUM(Case(None, [(Feedback.rating == 1, 1)], 0)).alias("positive")
 
 
-def _negative():
+def _negative() -> ColumnBase:
     return fn.SUM(Case(None, [(Feedback.rating == -1, 1)], 0)).alias("negative")
 
 
-def _stats_query(thread_id, run_ids, by_message: bool):
+def _stats_query(thread_id: str, run_ids: Sequence[str], by_message: bool) -> CompoundSelectQuery:
     """Rows (kind, run_id, key, total, positive, negative), one statement:
     COUNTS rows count the votes of each run (key '') and, `by_message`, the
     feedback on each message (key: the message id), from the index (thread_id,
@@ -766,7 +800,7 @@ def stats_for_runs(
     }
 
 
-def _thread_stats_query(thread_id):
+def _thread_stats_query(thread_id: str) -> CompoundSelectQuery:
     """Rows (kind, key, total, positive, negative, runs), one statement: one
     COUNTS row with the thread's votes and the runs they are on, from the
     index (thread_id, message_id, created_at, rating, run_id); a TAGS row per
@@ -811,7 +845,7 @@ def thread_stats(thread_id: str, with_owner: bool) -> tuple[str | None, ThreadSt
     return owner, ThreadStats(thread_id, total, positive, negative, tuple(sorted(tags)), runs)
 
 
-def _time_series_query(thread_id, start, end, width: int):
+def _time_series_query(thread_id: str | None, start: int, end: int, width: int) -> Select:
     """Rows (bucket, positive, negative): the votes created in [start, end)
     per bucket of `width` microseconds (buckets start at multiples of it),
     empty buckets left out. With a thread, from the index (thread_id,
@@ -851,7 +885,7 @@ def time_series(
     statement; and the thread's owner when `with_owner`."""
     plain, with_thread_owner = _series_statements(width)
     owner, rows = _read_with_owner(
-        thread_id,
+        thread_id or "",  # with an owner only when there is a thread
         with_owner,
         lambda: plain(thread_id, start, end),
         lambda: with_thread_owner(thread_id, start, end),

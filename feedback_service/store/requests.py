@@ -71,7 +71,8 @@ def claim(request: RequestClaim, response: str, now: int) -> str | None:
                     )
                 ]
             )
-        return earlier
+        first_response: str = earlier
+        return first_response
     raise Unavailable("the request id is being claimed and expired concurrently; retry")
 
 
@@ -83,7 +84,8 @@ _FORGET_USER = Prepared(
 
 def prune_requests(now: int) -> int:
     """Deletes the claims older than the window; returns how many."""
-    return database.execute_sql(*_PRUNE(now - REQUEST_WINDOW_US)).rowcount
+    pruned: int = database.execute_sql(*_PRUNE(now - REQUEST_WINDOW_US)).rowcount
+    return pruned
 
 
 def forget_user(user_id: str) -> None:
