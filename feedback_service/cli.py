@@ -17,6 +17,7 @@ import jwt
 from peewee import ImproperlyConfigured, InterfaceError, OperationalError
 
 from feedback_service.config import SettingError, Settings, unknown_variables
+from feedback_service.config import address as checked_address
 from feedback_service.observability import configure_logging
 from feedback_service.store.database import open_database
 from feedback_service.store.dialects import describe_url
@@ -245,13 +246,34 @@ def run_config(settings: Settings) -> int:
     return 0
 
 
+def listen_option(value: str) -> str:
+    try:
+        return checked_address(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{value[:64]!a} is not accepted ({exc}): expected host:port"
+        ) from None
+
+
+def workers_option(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 256:
+        raise argparse.ArgumentTypeError(
+            f"{value[:64]!a} is not accepted: expected a whole number from 1 to 256"
+        )
+    return int(value)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="feedback-service", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the gRPC server")
-    serve_cmd.add_argument("--listen", help="host:port (default: FEEDBACK_LISTEN or 127.0.0.1:50051)")
     serve_cmd.add_argument(
-        "--workers", type=int, help="server processes sharing the port (default: FEEDBACK_WORKERS or 1)"
+        "--listen", type=listen_option, help="host:port (default: FEEDBACK_LISTEN or 127.0.0.1:50051)"
+    )
+    serve_cmd.add_argument(
+        "--workers",
+        type=workers_option,
+        help="server processes sharing the port (default: FEEDBACK_WORKERS or 1)",
     )
     commands.add_parser("migrate", help="create or upgrade the database schema, then exit")
     token = commands.add_parser("token", help="print an HS256 JWT for a user, for trying the service")

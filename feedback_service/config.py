@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, Setting
 from pydantic_settings.sources import PydanticBaseSettingsSource
 
 from feedback_service.auth.credentials import SCOPE_PERMISSIONS
+from feedback_service.auth.keys import keys_from_jwks, keys_from_pem
 from feedback_service.domain.validation import DEFAULT_TAGS, vocabulary
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,8 @@ def _flag(value: object) -> object:
     return value
 
 
-def _address(value: str) -> str:
+def address(value: str) -> str:
+    """`host:port` checked (ValueError says what is wrong)."""
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ValueError("no port" if not port.isdigit() else "not an address")
@@ -123,10 +125,49 @@ def _existing_file(value: Path) -> Path:
     return value
 
 
+def _directory(value: Path) -> Path:
+    """A directory, or one that can be made: its nearest existing ancestor is one."""
+    existing = value
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError("not a directory" if existing == value else "a parent is not a directory")
+    return value
+
+
 def _database_url(value: str) -> str:
     scheme = urlsplit(value).scheme
     if scheme not in DATABASE_SCHEMES:
         raise ValueError("unsupported scheme" if scheme else "not a URL")
+    if scheme == "sqlite" and value.removeprefix("sqlite:///") not in ("", ":memory:"):
+        _directory(Path(value.removeprefix("sqlite:///")).parent)
+    return value
+
+
+def _pem(*markers: bytes) -> Callable[[Path], Path]:
+    """A check that a PEM file holds one of these blocks (its content is never quoted)."""
+
+    def check(value: Path) -> Path:
+        if not any(marker in value.read_bytes() for marker in markers):
+            raise ValueError(f"not PEM with {' or '.join(m.decode() for m in markers)}")
+        return value
+
+    return check
+
+
+def _public_key(value: Path) -> Path:
+    try:
+        keys_from_pem(value.read_bytes())
+    except (ValueError, TypeError):
+        raise ValueError("not an RSA or EC P-256 public key in PEM") from None
+    return value
+
+
+def _jwks(value: Path) -> Path:
+    try:
+        keys_from_jwks(value.read_bytes())
+    except (ValueError, TypeError, AttributeError):
+        raise ValueError("not a JWKS with an RS256 or ES256 signing key") from None
     return value
 
 
@@ -182,7 +223,34 @@ Flag = Annotated[
     Accepts(f"true or false (also {', '.join(TRUE_WORDS[1:] + FALSE_WORDS[1:])})"),
 ]
 Address = Annotated[
-    str, AfterValidator(_address), Accepts("host:port with a port from 0 to 65535 (0: any free port)")
+    str, AfterValidator(address), Accepts("host:port with a port from 0 to 65535 (0: any free port)")
+]
+Directory = Annotated[
+    Path, AfterValidator(_directory), Accepts("a directory, or a path where one can be made")
+]
+Certificates = Annotated[
+    Path,
+    AfterValidator(_existing_file),
+    AfterValidator(_pem(b"-----BEGIN CERTIFICATE-----")),
+    Accepts("the path of a PEM file of certificates"),
+]
+PrivateKey = Annotated[
+    Path,
+    AfterValidator(_existing_file),
+    AfterValidator(_pem(b"PRIVATE KEY-----")),
+    Accepts("the path of a PEM private key file"),
+]
+PublicKey = Annotated[
+    Path,
+    AfterValidator(_existing_file),
+    AfterValidator(_public_key),
+    Accepts("the path of a PEM public key file (RSA, or EC P-256)"),
+]
+Jwks = Annotated[
+    Path,
+    AfterValidator(_existing_file),
+    AfterValidator(_jwks),
+    Accepts("the path of a JWKS file (JSON) with RS256 or ES256 signing keys"),
 ]
 ExistingFile = Annotated[Path, AfterValidator(_existing_file), Accepts("the path of an existing file")]
 DatabaseUrl = Annotated[
@@ -228,7 +296,7 @@ class Settings(BaseSettings):
         description="`host:port` to serve on; `serve --listen` overrides it. Port 0 picks a free one "
         "(logged). If another process already listens there, `serve` exits 1 with one line saying so.",
     )
-    data_dir: Path = Field(
+    data_dir: Directory = Field(
         Path("data"),
         description="Holds the default SQLite database `feedback.db` and the generated `jwt_secret` "
         "(relative to the current directory; `scripts/dev` sets the checkout's `data/`).",
@@ -270,11 +338,11 @@ class Settings(BaseSettings):
         "`FEEDBACK_DATABASE_URL` is unset, one is generated into `$FEEDBACK_DATA_DIR/jwt_secret` "
         "(mode 0600) on first use. With a database URL set and no key, no JWT is accepted.",
     )
-    jwt_public_key_file: ExistingFile | None = Field(
+    jwt_public_key_file: PublicKey | None = Field(
         None,
         description="PEM public key: RSA (verifies RS256) or EC P-256 (ES256). Re-read when it changes.",
     )
-    jwt_jwks_file: ExistingFile | None = Field(
+    jwt_jwks_file: Jwks | None = Field(
         None,
         description="JWKS file of RSA / EC P-256 signing keys, matched by `kid`; re-read when it "
         "changes, so keys rotate without a restart.",
@@ -300,11 +368,11 @@ class Settings(BaseSettings):
         "call). The name appears in logs.",
     )
     # Transport security
-    tls_cert_file: ExistingFile | None = Field(
+    tls_cert_file: Certificates | None = Field(
         None, description="PEM certificate chain: with the key, the port serves TLS only."
     )
-    tls_key_file: ExistingFile | None = Field(None, description="PEM private key of the certificate.")
-    tls_client_ca_file: ExistingFile | None = Field(
+    tls_key_file: PrivateKey | None = Field(None, description="PEM private key of the certificate.")
+    tls_client_ca_file: Certificates | None = Field(
         None,
         description="With TLS: clients must present a certificate signed by this CA (mutual TLS).",
     )

@@ -50,6 +50,10 @@ BAD_VALUES = [
     ("JWT_DEFAULT_SCOPE", "threads:read admin"),
     ("SERVICE_TOKENS", SECRET),
     ("JWT_LEEWAY_S", "\x1b[31m" + "9" * 200),
+    ("DATA_DIR", "/dev/null/data"),
+    ("JWT_JWKS_FILE", "{garbage}"),
+    ("JWT_PUBLIC_KEY_FILE", "{garbage}"),
+    ("TLS_CLIENT_CA_FILE", "{garbage}"),
 ]
 
 
@@ -60,7 +64,10 @@ def serve(env: dict[str, str], command: str = "serve") -> subprocess.CompletedPr
 
 @pytest.mark.parametrize(("name", "value"), BAD_VALUES, ids=[f"{n}={v[:12]!r}" for n, v in BAD_VALUES])
 def test_a_bad_value_stops_serve_with_one_line_naming_the_variable(tmp_path, name, value):
-    finished = serve(service_env(tmp_path / "data", **{name.lower(): value}))
+    garbage = tmp_path / "garbage.pem"  # a file, but not what the setting needs
+    garbage.write_text(f"{SECRET}\n")
+    value = value.replace("{garbage}", str(garbage))
+    finished = serve(service_env(tmp_path / "data") | {f"FEEDBACK_{name}": value})
     assert finished.returncode == 2
     lines = finished.stderr.splitlines()
     assert len(lines) == 1, finished.stderr
@@ -71,6 +78,20 @@ def test_a_bad_value_stops_serve_with_one_line_naming_the_variable(tmp_path, nam
     assert len(lines[0]) < 400  # the value is cut
     assert "\x1b" not in lines[0]  # and escaped
     assert not (tmp_path / "data").exists()  # nothing was started, not even the database
+
+
+@pytest.mark.parametrize("option", [["--listen", "localhost"], ["--workers", "0"]])
+def test_a_bad_option_is_refused_before_serving(tmp_path, option):
+    finished = subprocess.run(
+        [BIN / "feedback-service", "serve", *option],
+        env=service_env(tmp_path / "data"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 2
+    assert f"argument {option[0]}: '{option[1]}' is not accepted" in finished.stderr
+    assert "Traceback" not in finished.stderr
 
 
 def test_a_bad_value_stops_migrate_too(tmp_path):
@@ -146,7 +167,7 @@ def test_a_blank_value_is_unset():
 
 def test_half_a_tls_configuration_names_both_variables(tmp_path):
     cert = tmp_path / "cert.pem"
-    cert.write_text("not checked here")
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
     with pytest.raises(SettingError, match="FEEDBACK_TLS_CERT_FILE and FEEDBACK_TLS_KEY_FILE"):
         Settings.from_env({"FEEDBACK_TLS_CERT_FILE": str(cert)})
 
