@@ -16,6 +16,7 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from tests.harness import BIN, ServiceProcess
 
@@ -62,8 +63,9 @@ def start_server(start_block: str, data_dir: Path) -> ServiceProcess:
     return ServiceProcess(data_dir, **settings)
 
 
-def json_values(text: str) -> list:
-    decoder, values, position = json.JSONDecoder(), [], 0
+def json_values(text: str) -> list[Any]:
+    decoder, position = json.JSONDecoder(), 0
+    values: list[Any] = []
     text = text.strip()
     while position < len(text):
         value, position = decoder.raw_decode(text, position)
@@ -73,7 +75,7 @@ def json_values(text: str) -> list:
     return values
 
 
-def same_shape(documented, printed, path: str = "") -> None:
+def same_shape(documented: Any, printed: Any, path: str = "") -> None:
     """Equal, except that ids, timestamps and opaque tokens need only match
     in kind."""
     assert type(printed) is type(documented), f"{path}: {printed!r} is not like {documented!r}"
