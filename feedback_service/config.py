@@ -184,6 +184,13 @@ def _named_values(value: object) -> object:
     return parse_named_values(value) if isinstance(value, str) else value
 
 
+def _identities(value: object) -> object:
+    """`name=identity,...` -> {identity: name}: looked up by the certificate's identity."""
+    if isinstance(value, str):
+        return {identity: name for name, identity in parse_named_values(value).items()}
+    return value
+
+
 def _tags(value: object) -> object:
     if isinstance(value, str):
         try:
@@ -257,6 +264,9 @@ DatabaseUrl = Annotated[
     str, AfterValidator(_database_url), Accepts(f"a URL whose scheme is one of {', '.join(DATABASE_SCHEMES)}")
 ]
 Duration = Annotated[float, BeforeValidator(_duration), Field(gt=0), DURATION]
+IDENTITIES = Accepts("service=identity pairs separated by commas")
+# Held as {identity: service}; the variable says service=identity.
+Identities = Annotated[dict[str, str], NoDecode, BeforeValidator(_identities), IDENTITIES]
 NamedValues = Annotated[
     dict[str, str], NoDecode, BeforeValidator(_named_values), Accepts("name=value pairs separated by commas")
 ]
@@ -377,7 +387,7 @@ class Settings(BaseSettings):
         description="With TLS: clients must present a certificate signed by this CA (mutual TLS).",
     )
     # Client certificate identity (SAN or CN) -> service name; the variable is name=identity.
-    tls_client_services: NamedValues = Field(
+    tls_client_services: Identities = Field(
         default_factory=dict,
         description="`name=identity,...`: a verified client certificate whose SAN or CN equals "
         "`identity` acts as service `name` without a token.",
@@ -661,7 +671,8 @@ def shown_value(field: FieldInfo, value: object) -> str:
     if isinstance(value, tuple):
         return ",".join(value)
     if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in value.items())
+        pairs = [(v, k) if IDENTITIES in markers(field) else (k, v) for k, v in value.items()]
+        return ",".join(f"{k}={v}" for k, v in pairs)
     return str(value)
 
 

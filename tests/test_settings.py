@@ -211,3 +211,18 @@ def test_the_default_scope_sets_what_a_token_without_scope_may_do(
         assert (
             delete_own_feedback(client, "r2", as_user("alice", scope="threads:delete")) == grpc.StatusCode.OK
         )
+
+
+def test_client_certificate_services_are_looked_up_by_identity(tmp_path):
+    pem = {"cert": "-----BEGIN CERTIFICATE-----\n", "key": "-----BEGIN PRIVATE KEY-----\n"}
+    for name, text in pem.items():
+        (tmp_path / f"{name}.pem").write_text(text)
+    env = {
+        "FEEDBACK_TLS_CERT_FILE": str(tmp_path / "cert.pem"),
+        "FEEDBACK_TLS_KEY_FILE": str(tmp_path / "key.pem"),
+        "FEEDBACK_TLS_CLIENT_SERVICES": "platform=client.platform.example",
+    }
+    settings = Settings.from_env(env)
+    assert settings.tls_client_services == {"client.platform.example": "platform"}
+    shown = dict(settings.shown())
+    assert shown["FEEDBACK_TLS_CLIENT_SERVICES"] == "platform=client.platform.example"
