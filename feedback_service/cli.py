@@ -241,8 +241,11 @@ def mint_token(
 
 def run_config(settings: Settings) -> int:
     """Prints the effective settings (secrets masked), as they would be set."""
-    for name, value in settings.shown():
-        print(f"{name}={value}")
+    try:
+        for name, value in settings.shown():
+            print(f"{name}={value}", flush=True)
+    except BrokenPipeError:  # `config | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
