@@ -16,6 +16,7 @@ SERVER_MODULES = (
     "grpc_health",
     "grpc_reflection",
     "opentelemetry.sdk",
+    "pydantic_settings",
 )
 
 

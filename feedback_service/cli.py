@@ -1,4 +1,4 @@
-"""feedback-service serve | migrate | token."""
+"""feedback-service serve | migrate | token | config."""
 
 import argparse
 import asyncio
@@ -10,12 +10,14 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import jwt
+from peewee import ImproperlyConfigured, InterfaceError, OperationalError
 
-from feedback_service.config import Settings
+from feedback_service.config import SettingError, Settings, unknown_variables
+from feedback_service.config import address as checked_address
 from feedback_service.observability import configure_logging
 from feedback_service.store.database import open_database
 from feedback_service.store.dialects import describe_url
@@ -26,6 +28,11 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("feedback_service")
+
+
+# What opening or migrating a database raises when it cannot be reached.
+DATABASE_ERRORS = (OperationalError, InterfaceError, ImproperlyConfigured)
+DEFAULT_PORTS = {"postgres": 5432, "postgresql": 5432, "mysql": 3306}
 
 
 class CannotListen(Exception):
@@ -112,6 +119,24 @@ async def _serve(settings: Settings, reuse_port: bool, tracer_provider: "TracerP
     log.info("stopped")
 
 
+def database_problem(settings: Settings, error: Exception) -> str:
+    """One line for a database that cannot be opened at start: where it is
+    (host and port, or the SQLite file) and the driver's first line, never
+    the URL's password."""
+    url = settings.effective_database_url()
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+")[0]
+    if scheme == "sqlite":
+        where = f"the SQLite database {url.removeprefix('sqlite:///')}"
+    else:
+        port = parts.port or DEFAULT_PORTS.get(scheme)
+        where = f"the database at {parts.hostname or 'localhost'}:{port}"
+    reason = (str(error).strip().splitlines() or [error.__class__.__name__])[0]
+    if parts.password:
+        reason = reason.replace(parts.password, "****")
+    return f"cannot open {where}: {reason[:200]}"
+
+
 def metrics_port(settings: Settings) -> int:
     from feedback_service.observability import start_metrics_server
 
@@ -123,7 +148,7 @@ def _worker(settings: Settings, index: int) -> None:
     configure_logging(settings.log_level, settings.log_format)
     if settings.metrics_listen:  # each worker has its own registry: port + index
         host, _, port = settings.metrics_listen.rpartition(":")
-        settings = replace(settings, metrics_listen=f"{host}:{int(port) + index}")
+        settings = settings.replaced(metrics_listen=f"{host}:{int(port) + index}")
     try:
         asyncio.run(serve(settings, reuse_port=True))
     except CannotListen as exc:
@@ -132,6 +157,9 @@ def _worker(settings: Settings, index: int) -> None:
     except TracingConfigError as exc:
         log.error("%s", exc)
         sys.exit(2)
+    except DATABASE_ERRORS as exc:
+        log.error("%s", database_problem(settings, exc))
+        sys.exit(1)
 
 
 def serve_workers(settings: Settings) -> int:
@@ -211,34 +239,87 @@ def mint_token(
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+def run_config(settings: Settings) -> int:
+    """Prints the effective settings (secrets masked), as they would be set."""
+    try:
+        for name, value in settings.shown():
+            print(f"{name}={value}", flush=True)
+    except BrokenPipeError:  # `config | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def listen_option(value: str) -> str:
+    try:
+        return checked_address(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{value[:64]!a} is not accepted ({exc}): expected host:port"
+        ) from None
+
+
+def workers_option(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 256:
+        raise argparse.ArgumentTypeError(
+            f"{value[:64]!a} is not accepted: expected a whole number from 1 to 256"
+        )
+    return int(value)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="feedback-service", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the gRPC server")
-    serve_cmd.add_argument("--listen", help="host:port (default: FEEDBACK_LISTEN or 127.0.0.1:50051)")
     serve_cmd.add_argument(
-        "--workers", type=int, help="server processes sharing the port (default: FEEDBACK_WORKERS or 1)"
+        "--listen", type=listen_option, help="host:port (default: FEEDBACK_LISTEN or 127.0.0.1:50051)"
+    )
+    serve_cmd.add_argument(
+        "--workers",
+        type=workers_option,
+        help="server processes sharing the port (default: FEEDBACK_WORKERS or 1)",
     )
     commands.add_parser("migrate", help="create or upgrade the database schema, then exit")
     token = commands.add_parser("token", help="print an HS256 JWT for a user, for trying the service")
     token.add_argument("user_id")
-    token.add_argument("--scope", help="space-separated permissions (default: no scope claim = all)")
+    token.add_argument("--scope", help="space-separated permissions (default: no scope claim)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    commands.add_parser(
+        "config", help="check the FEEDBACK_* settings and print them (secrets masked), without serving"
+    )
     return root
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings, with the command line's overrides."""
+    settings = Settings.from_env()
+    if args.command == "serve" and (args.listen or args.workers is not None):
+        overrides = {
+            "listen": args.listen or settings.listen,
+            "workers": settings.workers if args.workers is None else args.workers,
+        }
+        settings = settings.replaced(**overrides)
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        settings = Settings.from_env()
-    except ValueError as exc:  # a malformed FEEDBACK_* value: one line, no traceback
-        print(f"feedback-service: bad configuration: {exc}", file=sys.stderr)
+        settings = load_settings(args)
+    except SettingError as exc:  # a bad FEEDBACK_* value: one line, no traceback, no secret
+        print(f"feedback-service: bad setting: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    for name in unknown_variables():
+        log.warning("unknown setting %s is ignored", name)
+    try:
+        return run(settings, args)
+    except DATABASE_ERRORS as exc:
+        log.error("%s", database_problem(settings, exc))
+        return 1
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "serve":
-        settings = replace(
-            settings, listen=args.listen or settings.listen, workers=args.workers or settings.workers
-        )
         try:
             check_listen(settings.listen)
             if settings.workers > 1:
@@ -254,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         run_migrate(settings)
     elif args.command == "token":
         return run_token(settings, args)
+    elif args.command == "config":
+        return run_config(settings)
     return 0
 
 

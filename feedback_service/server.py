@@ -11,8 +11,15 @@ from opentelemetry import trace
 
 from feedback.v1 import feedback_pb2, feedback_pb2_grpc, thread_registry_pb2, thread_registry_pb2_grpc
 from feedback_service.auth.access import declared_rules
-from feedback_service.auth.credentials import Authenticator, JwtPolicy, JwtVerifier, ServiceTokens
+from feedback_service.auth.credentials import (
+    Authenticator,
+    JwtPolicy,
+    JwtVerifier,
+    ServiceTokens,
+    scope_permissions,
+)
 from feedback_service.auth.keys import KeySet
+from feedback_service.auth.principal import ALL_PERMISSIONS
 from feedback_service.config import Settings
 from feedback_service.domain.changes import ChangeFeed
 from feedback_service.domain.feedback import FeedbackRules
@@ -85,7 +92,13 @@ class Service:
 
 def build_authenticator(settings: Settings) -> Authenticator:
     keys = KeySet(settings.resolved_jwt_secret(), settings.jwt_public_key_file, settings.jwt_jwks_file)
-    policy = JwtPolicy(settings.jwt_issuer, settings.jwt_audience, settings.jwt_leeway_s)
+    default_scope = settings.jwt_default_scope
+    policy = JwtPolicy(
+        settings.jwt_issuer,
+        settings.jwt_audience,
+        settings.jwt_leeway_s,
+        ALL_PERMISSIONS if default_scope is None else scope_permissions(default_scope),
+    )
     return Authenticator(
         JwtVerifier(keys, policy), ServiceTokens(settings.service_tokens), settings.tls_client_services
     )
@@ -185,23 +198,11 @@ def build_server(
     )
 
 
-def check_tls_settings(settings: Settings) -> None:
-    """Refuses half a TLS configuration rather than silently serving plaintext."""
-    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
-        raise SystemExit("TLS needs both FEEDBACK_TLS_CERT_FILE and FEEDBACK_TLS_KEY_FILE")
-    if not settings.tls and (settings.tls_client_ca_file or settings.tls_client_services):
-        raise SystemExit(
-            "FEEDBACK_TLS_CLIENT_CA_FILE and FEEDBACK_TLS_CLIENT_SERVICES need TLS: "
-            "set FEEDBACK_TLS_CERT_FILE and FEEDBACK_TLS_KEY_FILE"
-        )
-
-
 def create_service(
     settings: Settings, *, reuse_port: bool = False, tracer_provider: trace.TracerProvider | None = None
 ) -> Service:
     """Opens and migrates the database, then builds the server over it. With
     a tracer provider, RPCs and their database work are traced to it."""
-    check_tls_settings(settings)
     db = open_database(settings.effective_database_url(), settings.db_connect_timeout_s)
     migrate(db)
     tracer = tracer_provider.get_tracer(TRACER_NAME) if tracer_provider else None

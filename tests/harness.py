@@ -260,8 +260,9 @@ class ServiceProcess:
 # --- credentials as metadata -----------------------------------------------------
 
 
-def user_token(user_id: str | None, *, secret: str = JWT_SECRET, ttl_s: int = 600, **claims) -> str:
-    """An HS256 token; user_id None leaves out `sub`."""
+def user_token(user_id: str | None, *, secret: str = JWT_SECRET, ttl_s: int = 3600, **claims) -> str:
+    """An HS256 token; user_id None leaves out `sub`. Tokens minted when a
+    module is imported must outlive the whole suite's run: an hour."""
     payload: dict[str, object] = {"exp": int(time.time()) + ttl_s, **claims}
     if user_id is not None:
         payload["sub"] = user_id

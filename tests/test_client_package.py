@@ -44,7 +44,8 @@ def client_venv(tmp_path_factory) -> Path:
     """A fresh venv with `pip install <copy of the repository>` and the type
     stub packages a caller who runs mypy adds."""
     root = tmp_path_factory.mktemp("client-install")
-    shutil.copytree(ROOT, root / "source", ignore=NOT_SHIPPED)
+    # A checkout under a name of its own: the install must not depend on it.
+    shutil.copytree(ROOT, root / "checkout-under-any-name", ignore=NOT_SHIPPED)
     venv = root / "venv"
     made = run(sys.executable, "-m", "venv", venv, timeout=120)
     assert made.returncode == 0, made.stderr
@@ -55,10 +56,11 @@ def client_venv(tmp_path_factory) -> Path:
         "install",
         "-q",
         "--disable-pip-version-check",
-        root / "source",
+        "./checkout-under-any-name",
         "types-grpcio",
         "types-protobuf",
         timeout=300,
+        cwd=root,
     )
     assert installed.returncode == 0, installed.stderr
     return venv

@@ -1,113 +1,46 @@
-"""The README's grpcurl walkthrough, pasted as it is into a shell against a
-real server, prints what the README says it prints.
+"""The handbook's grpcurl walkthrough (docs/walkthrough.md), pasted as it is
+into a shell against a real server, prints what the page says it prints; so
+do the README's quick-start calls. How blocks are run: tests/pages.py."""
 
-Every ```bash block of the "Walkthrough with grpcurl" section after the first
-(which starts the server) runs in one bash session, in order, from the
-repository root, with the real grpcurl. Each block's output is compared with
-the ```json or ```text block that follows it: JSON object by object, with ids,
-timestamps, page tokens and cursors matched by their shape instead of their
-value; text line by line.
-"""
-
-import json
 import re
 import subprocess
-from pathlib import Path
+import sys
 
-from tests.harness import BIN, ServiceProcess
+from tests.pages import DOCS, QUICK_START_ADDRESS, ROOT, PageRun, first_block, run_blocks, start_server
 
-ROOT = Path(__file__).resolve().parent.parent
-SECTION = "## Walkthrough with grpcurl"
-FENCE = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
-UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z")
-# Opaque values that differ on every run: only their presence is checked.
-OPAQUE_KEYS = {"nextPageToken", "cursor"}
-MARK = "@@@ walkthrough block"
+README = ROOT / "README.md"
 
 
-def walkthrough_blocks() -> list[tuple[str, str]]:
-    text = (ROOT / "README.md").read_text()
-    start = text.index(SECTION)
-    end = text.index("\n## ", start + len(SECTION))
-    return [(match.group(1), match.group(2)) for match in FENCE.finditer(text[start:end])]
+def test_the_walkthrough_prints_what_the_page_shows(tmp_path):
+    with PageRun(DOCS / "walkthrough.md", tmp_path / "data") as page:
+        page.check()
 
 
-def steps(blocks: list[tuple[str, str]]) -> list[tuple[str, tuple[str, str] | None]]:
-    """(bash, the output block after it or None), for every bash block."""
-    found = []
-    for index, (language, body) in enumerate(blocks):
-        if language == "bash":
-            after = blocks[index + 1] if index + 1 < len(blocks) else None
-            found.append((body, after if after and after[0] in ("json", "text") else None))
-    return found
-
-
-def json_values(text: str) -> list:
-    decoder, values, position = json.JSONDecoder(), [], 0
-    text = text.strip()
-    while position < len(text):
-        value, position = decoder.raw_decode(text, position)
-        values.append(value)
-        while position < len(text) and text[position].isspace():
-            position += 1
-    return values
-
-
-def same_shape(documented, printed, path: str = "") -> None:
-    """Equal, except that ids, timestamps and opaque tokens need only match
-    in kind."""
-    assert type(printed) is type(documented), f"{path}: {printed!r} is not like {documented!r}"
-    if isinstance(documented, dict):
-        assert printed.keys() == documented.keys(), f"{path}: keys {sorted(printed)} != {sorted(documented)}"
-        for key, value in documented.items():
-            if key in OPAQUE_KEYS:
-                assert printed[key], f"{path}.{key} is empty"
-            else:
-                same_shape(value, printed[key], f"{path}.{key}")
-    elif isinstance(documented, list):
-        assert len(printed) == len(documented), f"{path}: {len(printed)} items, not {len(documented)}"
-        for index, (a, b) in enumerate(zip(documented, printed, strict=True)):
-            same_shape(a, b, f"{path}[{index}]")
-    elif isinstance(documented, str) and (UUID.fullmatch(documented) or TIMESTAMP.fullmatch(documented)):
-        pattern = UUID if UUID.fullmatch(documented) else TIMESTAMP
-        assert pattern.fullmatch(printed), f"{path}: {printed!r} is not like {documented!r}"
-    else:
-        assert printed == documented, f"{path}: {printed!r} != {documented!r}"
-
-
-def run_walkthrough(service: ServiceProcess, scripts: list[str]) -> list[str]:
-    """Runs the blocks in one bash session; returns each block's output."""
-    session = "exec 2>&1\n" + "".join(
-        f"echo '{MARK} {index}'\n{body.replace('localhost:50051', service.address)}\n"
-        for index, body in enumerate(scripts)
-    )
-    env = {**service.env, "PATH": f"{BIN}:/usr/bin:/bin"}
-    finished = subprocess.run(
-        ["bash", "-c", session], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
-    outputs = re.split(rf"^{MARK} \d+\n", finished.stdout, flags=re.MULTILINE)[1:]
-    assert len(outputs) == len(scripts), finished.stdout
-    return outputs
-
-
-def test_the_walkthrough_prints_what_the_readme_shows(tmp_path):
-    blocks = walkthrough_blocks()
-    start, *walk = steps(blocks)
-    tokens = re.search(r"FEEDBACK_SERVICE_TOKENS=(\S+)", start[0]).group(1)
-    assert "scripts/dev serve" in start[0]
-    service = ServiceProcess(tmp_path / "data", service_tokens=tokens)
+def test_the_readme_quick_start_calls_print_what_the_readme_shows(tmp_path):
+    start = first_block(README, "bash", after="## Quick start")
+    serve = next(line for line in start.splitlines() if "scripts/dev serve" in line)
+    service = start_server(f"export {serve.split()[0]}\nscripts/dev serve", tmp_path / "data")
     try:
-        outputs = run_walkthrough(service, [body for body, _ in walk])
+        grpcurl = first_block(README, "bash", after="## Try it")
+        [printed] = run_blocks(service, [grpcurl])
+        assert printed.splitlines() == first_block(README, "text", after="## Try it").splitlines()
+        example = first_block(README, "python", after="## Try it")
+        assert example.count(QUICK_START_ADDRESS) == 1
+        result = subprocess.run(
+            [sys.executable, "-c", example.replace(QUICK_START_ADDRESS, service.address)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == first_block(README, "text", after="```python")
     finally:
-        service.terminate()
-    for (body, documented), printed in zip(walk, outputs, strict=True):
-        if documented is None:
-            assert "ERROR" not in printed and "rror" not in printed, f"{body}\nprinted:\n{printed}"
-        elif documented[0] == "json":
-            values, expected = json_values(printed), json_values(documented[1])
-            assert len(values) == len(expected), f"{body}\nprinted:\n{printed}"
-            for want, got in zip(expected, values, strict=True):
-                same_shape(want, got)
-        else:
-            assert printed.strip().splitlines() == documented[1].strip().splitlines(), body
+        assert service.terminate() == 0
+
+
+def test_ci_runs_the_readmes_test_command():
+    start = first_block(README, "bash", after="## Quick start")
+    [test_command] = [line.split("#")[0].strip() for line in start.splitlines() if "scripts/dev test" in line]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(rf"^{re.escape(test_command)}$", ci, re.MULTILINE), test_command

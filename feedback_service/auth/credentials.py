@@ -46,15 +46,23 @@ MALFORMED_TOKEN_ERRORS = (jwt.InvalidTokenError, OverflowError, TypeError, Value
 HEADER_REFUSED = "token header is not accepted (kid must be a string; crit is not supported)"
 
 
-def permissions_from_scope(claims: Mapping[str, object]) -> frozenset[int]:
+def scope_permissions(scope: str) -> frozenset[int]:
     """RFC 6749 §3.3: scope tokens are separated by the space character alone;
     a tab or a no-break space is part of a token (so it matches no scope)."""
-    if "scope" not in claims:
-        return ALL_PERMISSIONS  # no scope claim: every permission, as before
-    scope = claims["scope"]
-    if not isinstance(scope, str):  # null too: only a token without the claim holds all
-        raise Unauthenticated("token scope claim must be a space-separated string")
     return frozenset(SCOPE_PERMISSIONS[s] for s in scope.split(" ") if s in SCOPE_PERMISSIONS)
+
+
+def permissions_from_scope(
+    claims: Mapping[str, object], default: frozenset[int] = ALL_PERMISSIONS
+) -> frozenset[int]:
+    """The token's scope claim's permissions; `default` (FEEDBACK_JWT_DEFAULT_SCOPE,
+    every permission unless set) when it has none."""
+    if "scope" not in claims:
+        return default
+    scope = claims["scope"]
+    if not isinstance(scope, str):  # null too: only a token without the claim gets the default
+        raise Unauthenticated("token scope claim must be a space-separated string")
+    return scope_permissions(scope)
 
 
 def check_time_claims(claims: Mapping[str, object]) -> None:
@@ -77,6 +85,8 @@ class JwtPolicy:
     issuer: str | None = None
     audience: str | None = None
     leeway_s: float = 0.0
+    # The permissions of a token without a scope claim.
+    default_permissions: frozenset[int] = ALL_PERMISSIONS
 
 
 class JwtVerifier:
@@ -115,7 +125,12 @@ class JwtVerifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not is_valid_id(subject):
             raise Unauthenticated(f"token sub must be a user id of {ID_RULE}")
-        principal = Principal(PrincipalKind.USER, subject, None, permissions_from_scope(claims))
+        principal = Principal(
+            PrincipalKind.USER,
+            subject,
+            None,
+            permissions_from_scope(claims, self._policy.default_permissions),
+        )
         expires = claims["exp"]
         if not isinstance(expires, int | float):  # PyJWT checked it already; this tells the type checker
             raise Unauthenticated("token exp must be a number")
