@@ -36,9 +36,11 @@ install_tools() {
   done
   [ ${#missing[@]} -eq 0 ] && return
   step "installing ${missing[*]} from Debian"
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    podman buildah debootstrap runc uidmap
+  local log
+  log=$(mktemp)
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    podman buildah debootstrap runc; } >"$log" 2>&1 || { tail -20 "$log" >&2; rm -f "$log"; fail "apt-get failed"; }
+  rm -f "$log"
 }
 
 # This machine's podman settings, kept out of /etc and out of the Containerfile:

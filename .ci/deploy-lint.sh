@@ -30,3 +30,4 @@ checkov --framework dockerfile --file "$scan/Dockerfile" | tee "$scan/report"
 grep -q '^dockerfile scan results' "$scan/report" || { echo "checkov did not scan the Containerfile" >&2; exit 1; }
 checkov --framework kubernetes --directory deploy/kubernetes | tee "$scan/report"
 grep -q '^kubernetes scan results' "$scan/report" || { echo "checkov did not scan deploy/kubernetes" >&2; exit 1; }
+echo "== deploy lint: passed in ${SECONDS}s"
