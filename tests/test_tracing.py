@@ -39,7 +39,9 @@ from tests.harness import (
 )
 
 COMMENT = "a private comment about run r1"
-ALICE_TOKEN = user_token("alice")
+# Minted at collection: it must outlive the whole suite, which takes more than
+# the default 10 minutes on a loaded machine.
+ALICE_TOKEN = user_token("alice", ttl_s=24 * 3600)
 
 
 def caller_tracer() -> tuple[TracerProvider, InMemorySpanExporter]:
