@@ -2,9 +2,14 @@
 its own connection, beside the event loop: health and point reads answer
 while it runs. Asserted by order, not by time: the long read is seen running
 (the store's per-unit gauge) before the short calls are sent, and still
-running after they have answered."""
+running after they have answered.
+
+The event loop's connection never checkpoints the WAL; the writer thread
+does, every SqliteDialect.checkpoint_every writes, so that the WAL is started
+afresh instead of growing for as long as writes keep coming."""
 
 import sqlite3
+import struct
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,9 +24,17 @@ from prometheus_client import REGISTRY
 from feedback.v1 import feedback_pb2 as pb
 from feedback_service.config import sqlite_url
 from feedback_service.store.database import open_database
-from feedback_service.store.dialects import Dialect
+from feedback_service.store.dialects import Dialect, SqliteDialect
 from feedback_service.store.migrations import migrate
-from tests.harness import Client, as_service, as_user, running_server, server_settings, wait_until
+from tests.harness import (
+    Client,
+    as_service,
+    as_user,
+    register,
+    running_server,
+    server_settings,
+    wait_until,
+)
 
 # Enough votes that counting them all takes far longer than a health check
 # and a point read; each of them is a vote by another user on one shared run.
@@ -128,3 +141,24 @@ def test_health_and_a_point_read_answer_while_a_long_read_runs(big: Client) -> N
             return  # both answered while the long read ran on its thread
         assert long_read.code() == grpc.StatusCode.OK
     pytest.fail(f"in {TRIES} tries, the long read never ran while health and a point read answered")
+
+
+def wal_generation(path: Path) -> int:
+    """The WAL header's checkpoint sequence number: SQLite adds one each time
+    it starts the WAL afresh, which it does only once a checkpoint has copied
+    all of it."""
+    with path.open("rb") as wal:
+        header = wal.read(16)
+    return int(struct.unpack(">I", header[12:16])[0])
+
+
+def test_writes_keep_coming_and_the_wal_still_starts_afresh(tmp_path: Path) -> None:
+    writes = SqliteDialect.checkpoint_every + 10
+    with running_server(server_settings(tmp_path)) as (_, client):
+        register(client, "t-w", "", ["r-w"])
+        wal = tmp_path / "feedback.db-wal"
+        first = wal_generation(wal)
+        for i in range(writes):
+            request = pb.CreateFeedbackRequest(thread_id="t-w", run_id="r-w", rating=1, message_id=f"m-{i}")
+            client.feedback.CreateFeedback(request, metadata=ALICE)
+        assert wal_generation(wal) > first

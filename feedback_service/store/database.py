@@ -71,7 +71,7 @@ def _always(*args: object) -> bool:
 
 def short(work: W) -> W:
     """Marks a unit of work as short whatever the data (benchmarks/percall.py
-    measures each at 1M rows): where the dialect allows it, it runs on the
+    measures them at 1M rows): where the dialect allows it, it runs on the
     event loop, which saves a thread hop per call. Every other unit runs on
     a database thread."""
     _SHORT[work] = _always
@@ -126,13 +126,16 @@ class Store:
 
     async def read(self, work: Callable[..., T], *args: object, deadline: float | None = None) -> T:
         """Runs a unit of work that only reads."""
-        return await self._run(self._threads, work, args, deadline)
+        return await self._run(self._threads, work, args, deadline, True)
 
     async def write(self, work: Callable[..., T], *args: object, deadline: float | None = None) -> T:
         """Runs a unit of work that writes."""
         if self._checkpoint_every:
             self._count_write()
-        return await self._run(self._writer, work, args, deadline)
+        # While a checkpoint runs, writes queue behind it on the writer thread:
+        # it then copies the whole WAL, and the next write starts the WAL
+        # afresh instead of growing it.
+        return await self._run(self._writer, work, args, deadline, not self._checkpointing)
 
     def _count_write(self) -> None:
         """Every `checkpoint_every` writes, a checkpoint queues on the writer
@@ -152,10 +155,15 @@ class Store:
             self._checkpointing = False
 
     async def _run(
-        self, executor: ThreadPoolExecutor, work: Callable[..., T], args: tuple, deadline: float | None
+        self,
+        executor: ThreadPoolExecutor,
+        work: Callable[..., T],
+        args: tuple[object, ...],
+        deadline: float | None,
+        may_inline: bool,
     ) -> T:
         if self._tracer is None or not trace.get_current_span().is_recording():
-            return await self._run_work(executor, work, args, deadline)
+            return await self._run_work(executor, work, args, deadline, may_inline)
         with self._tracer.start_as_current_span(
             f"db {getattr(work, '__name__', 'work')}",
             kind=trace.SpanKind.CLIENT,
@@ -164,18 +172,23 @@ class Store:
             set_status_on_exception=False,
         ) as span:
             try:
-                return await self._run_work(executor, work, args, deadline)
+                return await self._run_work(executor, work, args, deadline, may_inline)
             except Exception as error:
                 span.set_status(trace.StatusCode.ERROR, type(error).__name__)
                 raise
 
     async def _run_work(
-        self, executor: ThreadPoolExecutor, work: Callable[..., T], args: tuple, deadline: float | None
+        self,
+        executor: ThreadPoolExecutor,
+        work: Callable[..., T],
+        args: tuple[object, ...],
+        deadline: float | None,
+        may_inline: bool,
     ) -> T:
         if not self.available:
             raise Unavailable("the database is unavailable; retry later")
         check_deadline(deadline)
-        if self._inline and is_short(work, args):
+        if may_inline and self._inline and is_short(work, args):
             if not self._inline_thread_claimed:  # the event loop's thread, on its first call
                 self.db.claim_inline_thread()
                 self._inline_thread_claimed = True
@@ -186,7 +199,7 @@ class Store:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(executor, self._attempts, work, args, deadline)
 
-    def _attempts(self, work: Callable[..., T], args: tuple, deadline: float | None) -> T:
+    def _attempts(self, work: Callable[..., T], args: tuple[object, ...], deadline: float | None) -> T:
         check_deadline(deadline)  # it may have queued for a thread past its deadline
         DB_IN_USE.inc()
         running = DB_THREAD_WORK.labels(getattr(work, "__name__", "work"))

@@ -145,10 +145,11 @@ class SqliteDialect(Dialect, SqliteDatabase):
     remainder_operator = "%"
     # A checkpoint copies each page changed since the last one from the WAL
     # into the database file, then syncs it: on a commit of the event loop's
-    # connection it would stall every call and copy the same hot pages again
-    # every thousand pages (about 60 feedback writes, 16 pages each). That
-    # connection never checkpoints; the writer thread does, passively, every
-    # this many writes, which bounds the WAL at about 16 MiB.
+    # connection (by default, every thousand pages: about 60 feedback writes
+    # of 16 pages each) it would stall every call. That connection never
+    # checkpoints; the writer thread does every this many writes (with the
+    # writes meanwhile queued behind it, so that the next one starts the WAL
+    # afresh), which bounds the WAL at about 16 MiB.
     checkpoint_every = 256
     PRAGMAS: ClassVar[dict[str, object]] = {
         # First: wait for another process's lock instead of failing, even while
