@@ -36,6 +36,7 @@ from feedback_service.servicers.convert import feedback_message, feedback_page
 
 ROUNDS = 5
 METHOD = "/feedback.v1.FeedbackService/GetFeedbackStats"
+DAY_US = 86_400 * 1_000_000
 
 
 def cpu_us(step: Callable[[], object], calls: int) -> float:
@@ -118,6 +119,8 @@ def store_steps(path: str) -> dict[str, tuple[Callable[[], object], int]]:
         return queries.create_feedback(draft, True)
 
     upsert = FeedbackDraft(w.WRITE_THREAD, w.WRITE_RUNS[1], w.USER, "", -1, "hot", ())
+    filtered = ListFilter(rating=w.FILTER_RATING, tag=w.FILTER_TAG)
+    year_end = (time.time_ns() // 1000 // DAY_US + 1) * DAY_US
     return {
         "store: GetFeedbackStats (owner + counts)": (
             lambda: queries.stats_for_runs(w.READ_THREAD, [w.HOT_RUN], False, True),
@@ -130,6 +133,23 @@ def store_steps(path: str) -> dict[str, tuple[Callable[[], object], int]]:
         "store: ListFeedback, page of 100": (
             lambda: queries.feedback_page(w.READ_THREAD, w.HOT_RUN, w.USER, 0, 101, ListFilter(), True),
             300,
+        ),
+        "store: ListFeedback filtered (rating -1, a tag)": (
+            lambda: queries.feedback_page(w.READ_THREAD, w.HOT_RUN, w.USER, 0, 101, filtered, True),
+            300,
+        ),
+        "store: BatchGetCallerFeedback, 50 runs": (
+            lambda: queries.caller_feedback(w.READ_THREAD, w.USER, list(w.BATCH_RUNS), 1001, True),
+            300,
+        ),
+        "store: GetThreadFeedbackStats": (lambda: queries.thread_stats(w.READ_THREAD, True), 300),
+        "store: GetFeedbackTimeSeries, every thread, a year by day": (
+            lambda: queries.time_series(None, year_end - 365 * DAY_US, year_end, DAY_US, False),
+            1,
+        ),
+        "store: RegisterRun (already registered)": (
+            lambda: queries.register_run(w.READ_THREAD, w.HOT_RUN),
+            1_000,
         ),
         "store: CreateFeedback (with its change)": (create, 1_000),
         "store: UpsertFeedback (with its change)": (lambda: queries.upsert_feedback(upsert, True), 1_000),

@@ -1,13 +1,18 @@
 """Opening the database, and running units of work on it.
 
 A unit of work is a plain function of store/queries.py, store/changes.py or
-store/requests.py. The Store runs it the
-way the database's dialect asks: first on the event loop when the dialect
-allows it (SQLite: only if it can finish without waiting for a lock), else on
-a bounded pool of database threads. Every path drops work whose deadline has
-passed before it touches the database; work that would wait for a lock, or
-failed because of a deadlock, a serialisation failure or a dropped
-connection, goes to (or stays on) the thread path, which retries it.
+store/requests.py. The Store runs it the way the database's dialect asks:
+first on the event loop when the dialect allows it (SQLite) and the unit is
+marked `short` (measured to stay short whatever the data: an index lookup of
+one key, one feedback written) and it can finish without waiting for a lock;
+else on a bounded pool of database threads. Any other unit, one that may
+visit many rows (lists, batches, thread stats, time series, erasure,
+pruning, the change feed), always runs on a thread, so that the event loop,
+which answers every call, never waits for it. Writes queue on one writer
+thread where the dialect has a single writer. Every path drops work whose
+deadline has passed before it touches the database; work that would wait
+for a lock, or failed because of a deadlock, a serialisation failure or a
+dropped connection, goes to (or stays on) the thread path, which retries it.
 
 When the call being served is traced, each unit of work gets a child span
 (`db <function name>`, with db.system) covering its wait for a database
@@ -32,11 +37,17 @@ from feedback_service.store.models import database
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+W = TypeVar("W", bound=Callable[..., object])
 
 DB_IN_USE = Gauge(
     "feedback_db_connections_in_use", "Database threads (one connection each) running a query now"
 )
 DB_POOL_SIZE = Gauge("feedback_db_connections_max", "Database threads (connections) this process may use")
+DB_THREAD_WORK = Gauge(
+    "feedback_db_thread_work_running",
+    "Units of work running on a database thread now, by unit (the store's function name)",
+    ["work"],
+)
 
 CONNECTION_ERRORS = (OperationalError, InterfaceError)
 MAX_ATTEMPTS = 5
@@ -47,6 +58,41 @@ def open_database(url: str, connect_timeout_s: float = 5) -> Dialect:
     db = dialect_database(url, connect_timeout_s)
     database.initialize(db)
     return db
+
+
+# The units of work that may run on the event loop, each with the condition
+# its arguments must meet (see `short`).
+_SHORT: dict[Callable[..., object], Callable[..., bool]] = {}
+
+
+def _always(*args: object) -> bool:
+    return True
+
+
+def short(work: W) -> W:
+    """Marks a unit of work as short whatever the data (benchmarks/percall.py
+    measures them at 1M rows): where the dialect allows it, it runs on the
+    event loop, which saves a thread hop per call. Every other unit runs on
+    a database thread."""
+    _SHORT[work] = _always
+    return work
+
+
+def short_when(condition: Callable[..., bool]) -> Callable[[W], W]:
+    """Marks a unit of work as short for the calls whose arguments meet
+    `condition` (called with the unit's arguments), as `short` does."""
+
+    def mark(work: W) -> W:
+        _SHORT[work] = condition
+        return work
+
+    return mark
+
+
+def is_short(work: Callable[..., object], args: tuple[object, ...]) -> bool:
+    """Whether this call of a unit of work is marked short."""
+    condition = _SHORT.get(work)
+    return condition is not None and condition(*args)
 
 
 def check_deadline(deadline: float | None) -> None:
@@ -71,17 +117,42 @@ class Store:
         self._writer = (
             ThreadPoolExecutor(1, thread_name_prefix="db-writer") if db.single_writer else self._threads
         )
+        self._checkpoint_every = db.checkpoint_every
+        self._writes_since_checkpoint = 0
+        self._checkpointing = False
         # The probe has its own thread (and connection) so a busy pool never delays it.
         self._probe_thread = ThreadPoolExecutor(1, thread_name_prefix="db-probe")
         DB_POOL_SIZE.set(workers + (self._writer is not self._threads))
 
     async def read(self, work: Callable[..., T], *args: object, deadline: float | None = None) -> T:
         """Runs a unit of work that only reads."""
-        return await self._run(self._threads, work, args, deadline)
+        return await self._run(self._threads, work, args, deadline, True)
 
     async def write(self, work: Callable[..., T], *args: object, deadline: float | None = None) -> T:
         """Runs a unit of work that writes."""
-        return await self._run(self._writer, work, args, deadline)
+        if self._checkpoint_every:
+            self._count_write()
+        # While a checkpoint runs, writes queue behind it on the writer thread:
+        # it then copies the whole WAL, and the next write starts the WAL
+        # afresh instead of growing it.
+        return await self._run(self._writer, work, args, deadline, not self._checkpointing)
+
+    def _count_write(self) -> None:
+        """Every `checkpoint_every` writes, a checkpoint queues on the writer
+        thread (one at a time), off the event loop."""
+        self._writes_since_checkpoint += 1
+        if self._writes_since_checkpoint >= self._checkpoint_every and not self._checkpointing:
+            self._writes_since_checkpoint = 0
+            self._checkpointing = True
+            self._writer.submit(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        try:
+            self._attempts(self.db.checkpoint, (), None)
+        except Exception:  # the next one will do; a failing database shows in the probe
+            log.debug("a checkpoint failed", exc_info=True)
+        finally:
+            self._checkpointing = False
 
     async def _run(
         self,
@@ -89,9 +160,10 @@ class Store:
         work: Callable[..., T],
         args: tuple[object, ...],
         deadline: float | None,
+        may_inline: bool,
     ) -> T:
         if self._tracer is None or not trace.get_current_span().is_recording():
-            return await self._run_work(executor, work, args, deadline)
+            return await self._run_work(executor, work, args, deadline, may_inline)
         with self._tracer.start_as_current_span(
             f"db {getattr(work, '__name__', 'work')}",
             kind=trace.SpanKind.CLIENT,
@@ -100,7 +172,7 @@ class Store:
             set_status_on_exception=False,
         ) as span:
             try:
-                return await self._run_work(executor, work, args, deadline)
+                return await self._run_work(executor, work, args, deadline, may_inline)
             except Exception as error:
                 span.set_status(trace.StatusCode.ERROR, type(error).__name__)
                 raise
@@ -111,11 +183,12 @@ class Store:
         work: Callable[..., T],
         args: tuple[object, ...],
         deadline: float | None,
+        may_inline: bool,
     ) -> T:
         if not self.available:
             raise Unavailable("the database is unavailable; retry later")
         check_deadline(deadline)
-        if self._inline:
+        if may_inline and self._inline and is_short(work, args):
             if not self._inline_thread_claimed:  # the event loop's thread, on its first call
                 self.db.claim_inline_thread()
                 self._inline_thread_claimed = True
@@ -129,6 +202,8 @@ class Store:
     def _attempts(self, work: Callable[..., T], args: tuple[object, ...], deadline: float | None) -> T:
         check_deadline(deadline)  # it may have queued for a thread past its deadline
         DB_IN_USE.inc()
+        running = DB_THREAD_WORK.labels(getattr(work, "__name__", "work"))
+        running.inc()
         try:
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 reused = False
@@ -148,6 +223,7 @@ class Store:
                     raise Unavailable("the database is unavailable; retry later") from exc
             raise AssertionError("unreachable")
         finally:
+            running.dec()
             DB_IN_USE.dec()
 
     async def probe(self, timeout_s: float) -> bool:
@@ -169,7 +245,10 @@ class Store:
         return True
 
     def _ping(self) -> None:
-        self._attempts(lambda: self.db.execute_sql("SELECT 1").fetchone(), (), None)
+        def ping() -> None:
+            self.db.execute_sql("SELECT 1").fetchone()
+
+        self._attempts(ping, (), None)
 
     def _discard_connection(self) -> None:
         try:

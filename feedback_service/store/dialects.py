@@ -52,11 +52,15 @@ class Dialect(_Mixin):
 
     # The database's name in traces (OpenTelemetry's db.system).
     system: ClassVar[str]
-    # Run each unit of work first on the event loop, with no waiting for
-    # locks; only work that would wait goes to a database thread.
+    # Run each short unit of work (store/database.py's `short`) first on the
+    # event loop, with no waiting for locks; work that would wait, and every
+    # unit not marked short, goes to a database thread.
     inline_first: ClassVar[bool] = False
     # Writes queue on one thread per process (the database has one writer).
     single_writer: ClassVar[bool] = False
+    # Writes between two checkpoints the Store runs on the writer thread (0:
+    # the database checkpoints by itself); see `checkpoint`.
+    checkpoint_every: ClassVar[int] = 0
     # A read that must also learn the thread's owner does both in one
     # statement (a join), as a round trip costs more than the join.
     one_statement_reads: ClassVar[bool] = True
@@ -77,6 +81,10 @@ class Dialect(_Mixin):
     def claim_inline_thread(self) -> None:
         """Marks the calling thread (the event loop's) as the one that runs
         work inline; only dialects with `inline_first` use it."""
+
+    def checkpoint(self) -> None:
+        """Copies what the log of committed writes holds into the database
+        file, where the database leaves that to its client."""
 
     def is_transient(self, error: Exception) -> bool:
         driver_error = error.__cause__ or error.__context__  # what peewee wrapped
@@ -138,10 +146,13 @@ class Dialect(_Mixin):
 
 
 class SqliteDialect(Dialect, SqliteDatabase):
-    """A local file: reads and writes take microseconds, so they run on the
-    event loop when they need not wait (WAL readers never do; a writer waits
-    only for another process's write lock), and writes that would wait queue on
-    one writer thread instead of starving each other on the file lock."""
+    """A local file: short reads and writes take microseconds, so they run on
+    the event loop when they need not wait (WAL readers never do; a writer
+    waits only for another process's write lock). Reads that may visit many
+    rows run on the database threads, each with its own connection (WAL lets
+    them read beside the writer). Writes that would wait, or may visit many
+    rows, queue on one writer thread instead of starving each other on the
+    file lock."""
 
     system = "sqlite"
     inline_first = True
@@ -151,6 +162,14 @@ class SqliteDialect(Dialect, SqliteDatabase):
     one_statement_reads = False
     remainder_operator = "%"
     BUSY_TIMEOUT_MS: ClassVar[int] = 5000
+    # A checkpoint copies each page changed since the last one from the WAL
+    # into the database file, then syncs it: on a commit of the event loop's
+    # connection (by default, every thousand pages: about 60 feedback writes
+    # of 16 pages each) it would stall every call. That connection never
+    # checkpoints; the writer thread does every this many writes (with the
+    # writes meanwhile queued behind it, so that the next one starts the WAL
+    # afresh), which bounds the WAL at about 16 MiB.
+    checkpoint_every = 256
     PRAGMAS: ClassVar[dict[str, object]] = {
         # First: wait for another process's lock instead of failing, even while
         # the pragmas below are applied to a new connection.
@@ -191,6 +210,11 @@ class SqliteDialect(Dialect, SqliteDatabase):
         super()._initialize_connection(conn)  # type: ignore[misc]  # a hook peewee's stubs leave out
         if threading.get_ident() == self._inline_thread:
             conn.execute("PRAGMA busy_timeout = 0")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+    def checkpoint(self) -> None:
+        # PASSIVE: it copies what no reader still needs, and waits for nobody.
+        self.execute_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     def is_transient(self, error: Exception) -> bool:
         first = error.args[0] if error.args else None

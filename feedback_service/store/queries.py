@@ -1,7 +1,8 @@
 """Every query the service runs. Each function is one unit of work (one
 statement where it can be, else one transaction), runs synchronously where
-the Store puts it (a database thread, or the event loop on SQLite), and
-raises domain errors when the data says no.
+the Store puts it (a database thread, or the event loop on SQLite for the
+units marked `short`: those that stay short whatever the data), and raises
+domain errors when the data says no.
 
 Every write of feedback records what it changed in the change log
 (store/changes.py), in its own transaction and as its last step; a write
@@ -49,6 +50,7 @@ from feedback_service.domain.records import (
 )
 from feedback_service.store import requests
 from feedback_service.store.changes import append_changes
+from feedback_service.store.database import short, short_when
 from feedback_service.store.models import (
     TAG_SEPARATOR,
     Feedback,
@@ -126,6 +128,7 @@ def _lock_thread(thread_id: str) -> ThreadRecord | None:
 REGISTER_ATTEMPTS = 3
 
 
+@short
 def register_thread(thread_id: str, owner_user_id: str) -> ThreadRecord:
     with database.atomic():
         for _ in range(REGISTER_ATTEMPTS):
@@ -144,6 +147,7 @@ def register_thread(thread_id: str, owner_user_id: str) -> ThreadRecord:
     return thread
 
 
+@short
 def register_run(thread_id: str, run_id: str) -> RunRecord:
     with database.atomic():
         # Locked, the thread (and so each of its runs) outlives this transaction.
@@ -377,6 +381,7 @@ def _row_from_json(text: str) -> FeedbackRow:
     return FeedbackRow(**{**fields, "tags": tuple(fields.get("tags", ()))})
 
 
+@short
 def create_feedback(draft: FeedbackDraft, checked: bool, request: RequestClaim | None = None) -> FeedbackRow:
     """Inserts new feedback; an existing one for the same key is
     ALREADY_EXISTS. `checked`: apply the thread rule for the draft's user.
@@ -414,6 +419,7 @@ def create_feedback(draft: FeedbackDraft, checked: bool, request: RequestClaim |
     return row
 
 
+@short
 def upsert_feedback(draft: FeedbackDraft, checked: bool) -> FeedbackRow:
     """Creates or updates the feedback for the draft's key, replaces its tags
     and records the change, in one transaction: the upsert statement (with a
@@ -536,6 +542,7 @@ def _delete_users_feedback(
     return True
 
 
+@short
 def delete_feedback(
     thread_id: str,
     run_id: str,
@@ -632,6 +639,30 @@ def _page_query(
     return Feedback.select(*FEEDBACK_COLUMNS).where(where).order_by(Feedback.id).limit(limit)
 
 
+# A page of up to this many rows, unfiltered, of one run or one user, reads
+# at most one row more through its index (see _short_page).
+SHORT_PAGE_ROWS = 101
+
+
+def _short_page(
+    thread_id: str,
+    run_id: str | None,
+    user_id: str | None,
+    after_id: int,
+    limit: int,
+    kept: ListFilter,
+    with_owner: bool,
+) -> bool:
+    """Whether a page is short whatever the table holds: without a filter
+    (the user, which an index leads with, aside), a run's page reads
+    (thread_id, run_id, id) and a user's (thread_id, user_id, id) in order,
+    and stop after `limit` rows (a user's page of a run passes over that
+    user's other feedback on the thread, at most). Every user's page of a
+    whole thread, and a filtered page, may pass over many rows."""
+    unfiltered = kept._replace(user_id="") == ListFilter()
+    return unfiltered and limit <= SHORT_PAGE_ROWS and (run_id is not None or user_id is not None)
+
+
 _FEEDBACK_FIELDS = list(FeedbackRow._fields)
 _PAGE = Prepared(_page_query)
 _PAGE_WITH_OWNER = Prepared(
@@ -639,6 +670,7 @@ _PAGE_WITH_OWNER = Prepared(
 )
 
 
+@short_when(_short_page)
 def feedback_page(
     thread_id: str,
     run_id: str | None,
@@ -764,6 +796,14 @@ _STATS_WITH_OWNER = {
 }
 
 
+def _one_run_votes(thread_id: str, run_ids: Sequence[str], by_message: bool, with_owner: bool) -> bool:
+    """GetFeedbackStats without messages counts one run's votes (one per user
+    at most) from a covering index: short. Batches, and every message of a
+    run, may count many more."""
+    return len(run_ids) == 1 and not by_message
+
+
+@short_when(_one_run_votes)
 def stats_for_runs(
     thread_id: str, run_ids: Sequence[str], by_message: bool, with_owner: bool
 ) -> tuple[str | None, dict[str, RunStats]]:

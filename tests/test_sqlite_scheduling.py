@@ -1,0 +1,164 @@
+"""On SQLite, a read that may visit many rows runs on a database thread with
+its own connection, beside the event loop: health and point reads answer
+while it runs. Asserted by order, not by time: the long read is seen running
+(the store's per-unit gauge) before the short calls are sent, and still
+running after they have answered.
+
+The event loop's connection never checkpoints the WAL; the writer thread
+does, every SqliteDialect.checkpoint_every writes, so that the WAL is started
+afresh instead of growing for as long as writes keep coming."""
+
+import sqlite3
+import struct
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import cast
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
+
+from feedback.v1 import feedback_pb2 as pb
+from feedback_service.config import sqlite_url
+from feedback_service.store.database import open_database
+from feedback_service.store.dialects import Dialect, SqliteDialect
+from feedback_service.store.migrations import migrate
+from tests.harness import (
+    Client,
+    as_service,
+    as_user,
+    register,
+    running_server,
+    server_settings,
+    wait_until,
+)
+
+# Enough votes that counting them all takes far longer than a health check
+# and a point read; each of them is a vote by another user on one shared run.
+VOTES = 200_000
+THREAD, RUN = "t-big", "r-big"
+DAY_US = 86_400 * 1_000_000
+# Midnight UTC, 2026-01-01: the votes are spread over the year that follows.
+START = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000
+DAYS = 365
+# Each try starts one long read; a try fails to prove anything only if the
+# long read ends before both short calls have answered.
+TRIES = 5
+CALL_TIMEOUT_S = 60
+SERVICE = tuple(as_service())
+ALICE = tuple(as_user("alice"))
+
+
+def load_votes(path: Path, votes: int) -> None:
+    """A migrated database holding one shared thread with one run, and
+    `votes` votes on it spread over DAYS days, written straight to the file."""
+    db = open_database(sqlite_url(path))
+    migrate(cast(Dialect, db))
+    db.close()
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("BEGIN")
+        connection.execute("INSERT INTO thread VALUES (?, '', ?)", (THREAD, START))
+        connection.execute("INSERT INTO run VALUES (?, ?, ?)", (RUN, THREAD, START))
+        connection.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+            "INSERT INTO feedback (feedback_id, thread_id, run_id, user_id, message_id, rating, "
+            "comment, created_at, updated_at, tags) "
+            "SELECT 'f-' || i, ?, ?, 'u-' || i, '', CASE i % 4 WHEN 3 THEN -1 ELSE 1 END, '', "
+            "? + (i - 1) * ?, ? + (i - 1) * ?, '' FROM n",
+            (votes, THREAD, RUN, START, DAYS * DAY_US // votes, START, DAYS * DAY_US // votes),
+        )
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data directory of a database with VOTES votes, built once."""
+    data_dir = tmp_path_factory.mktemp("votes")
+    load_votes(data_dir / "feedback.db", VOTES)
+    return data_dir
+
+
+@pytest.fixture
+def big(loaded: Path) -> Iterator[Client]:
+    with running_server(server_settings(loaded)) as (_, client):
+        yield client
+
+
+def at(micros: int) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromMicroseconds(micros)
+    return stamp
+
+
+def every_thread_series() -> pb.GetFeedbackTimeSeriesRequest:
+    """Every thread's votes per day over the year: it counts every vote."""
+    return pb.GetFeedbackTimeSeriesRequest(
+        bucket=pb.TIME_BUCKET_DAY, start_time=at(START), end_time=at(START + DAYS * DAY_US)
+    )
+
+
+def series_running() -> float:
+    """How many time series run on a database thread now (the store's gauge)."""
+    value = REGISTRY.get_sample_value("feedback_db_thread_work_running", {"work": "time_series"})
+    return value or 0.0
+
+
+def started_or_done(call: "grpc.Future[pb.GetFeedbackTimeSeriesResponse]") -> Callable[[], bool]:
+    return lambda: series_running() >= 1 or call.done()
+
+
+def test_the_long_read_counts_every_vote(big: Client) -> None:
+    response = big.feedback.GetFeedbackTimeSeries(every_thread_series(), metadata=SERVICE)
+    assert sum(b.positive + b.negative for b in response.buckets) == VOTES
+    assert len(response.buckets) == DAYS
+
+
+def test_health_and_a_point_read_answer_while_a_long_read_runs(big: Client) -> None:
+    health = health_pb2_grpc.HealthStub(big.channel)
+    stats_request = pb.GetFeedbackStatsRequest(thread_id=THREAD, run_id=RUN)
+    expected_total = big.feedback.GetFeedbackStats(stats_request, metadata=ALICE).total
+    assert expected_total == VOTES
+    for _ in range(TRIES):
+        assert series_running() == 0
+        long_read = big.feedback.GetFeedbackTimeSeries.future(
+            every_thread_series(), metadata=SERVICE, timeout=CALL_TIMEOUT_S
+        )
+        wait_until(started_or_done(long_read), CALL_TIMEOUT_S)
+        started_first = not long_read.done()
+        checked = health.Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S)
+        stats = big.feedback.GetFeedbackStats(stats_request, metadata=ALICE, timeout=CALL_TIMEOUT_S)
+        still_running = series_running() >= 1 and not long_read.done()
+        assert checked.status == health_pb2.HealthCheckResponse.SERVING
+        assert stats.total == expected_total
+        assert long_read.result().buckets  # the long read itself succeeds
+        if started_first and still_running:
+            return  # both answered while the long read ran on its thread
+        assert long_read.code() == grpc.StatusCode.OK
+    pytest.fail(f"in {TRIES} tries, the long read never ran while health and a point read answered")
+
+
+def wal_generation(path: Path) -> int:
+    """The WAL header's checkpoint sequence number: SQLite adds one each time
+    it starts the WAL afresh, which it does only once a checkpoint has copied
+    all of it."""
+    with path.open("rb") as wal:
+        header = wal.read(16)
+    return int(struct.unpack(">I", header[12:16])[0])
+
+
+def test_writes_keep_coming_and_the_wal_still_starts_afresh(tmp_path: Path) -> None:
+    writes = SqliteDialect.checkpoint_every + 10
+    with running_server(server_settings(tmp_path)) as (_, client):
+        register(client, "t-w", "", ["r-w"])
+        wal = tmp_path / "feedback.db-wal"
+        first = wal_generation(wal)
+        for i in range(writes):
+            request = pb.CreateFeedbackRequest(thread_id="t-w", run_id="r-w", rating=1, message_id=f"m-{i}")
+            client.feedback.CreateFeedback(request, metadata=ALICE)
+        assert wal_generation(wal) > first
