@@ -139,7 +139,10 @@ def thread_message(record: ThreadRecord) -> thread_registry_pb2.Thread:
 
 def run_message(record: RunRecord) -> thread_registry_pb2.Run:
     return thread_registry_pb2.Run(
-        run_id=record.run_id, thread_id=record.thread_id, created_at=timestamp(record.created_at)
+        run_id=record.run_id,
+        thread_id=record.thread_id,
+        created_at=timestamp(record.created_at),
+        labels=dict(record.labels),
     )
 
 

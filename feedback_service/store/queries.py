@@ -23,6 +23,7 @@ from feedback_service.domain.records import (
     ChangeKind,
     FeedbackDraft,
     FeedbackRow,
+    Labels,
     ListFilter,
     MessageStats,
     RequestClaim,
@@ -40,6 +41,7 @@ from feedback_service.store.models import (
     Feedback,
     FeedbackTag,
     Run,
+    RunLabel,
     Thread,
     database,
     split_tags,
@@ -130,17 +132,41 @@ def register_thread(thread_id: str, owner_user_id: str) -> ThreadRecord:
     return thread
 
 
-def register_run(thread_id: str, run_id: str) -> RunRecord:
+def register_run(thread_id: str, run_id: str, labels: Labels | None = None) -> RunRecord:
+    """Registers a run with its labels, or finds it registered with the same
+    ones; FAILED_PRECONDITION if it is in another thread or has other labels
+    (a run's labels never change)."""
+    wanted = tuple(sorted((labels or {}).items()))
     with database.atomic():
         # Locked, the thread (and so each of its runs) outlives this transaction.
         if _lock_thread(thread_id) is None:
             raise NotFound(f"thread {thread_id} is not registered")
-        Run.insert(run_id=run_id, thread=thread_id, created_at=now_us()).on_conflict_ignore().execute()
+        inserted = (
+            Run.insert(run_id=run_id, thread=thread_id, created_at=now_us())
+            .on_conflict_ignore()
+            .as_rowcount()
+            .execute()
+        )
+        if inserted and wanted:
+            rows = [(run_id, key, value) for key, value in wanted]
+            RunLabel.insert_many(rows, fields=LABEL_COLUMNS).execute()
         run = Run.get_or_none(Run.run_id == run_id)
+        stored = wanted if inserted else _run_labels(run_id)
     # None: the run was in another thread, deleted since (this call came first).
     if run is None or run.thread_id != thread_id:
         raise FailedPrecondition(f"run {run_id} already belongs to another thread")
-    return RunRecord(run.run_id, run.thread_id, run.created_at)
+    if stored != wanted:
+        raise FailedPrecondition(f"run {run_id} is already registered with other labels; labels never change")
+    return RunRecord(run.run_id, run.thread_id, run.created_at, stored)
+
+
+LABEL_COLUMNS = (RunLabel.run, RunLabel.key, RunLabel.value)
+
+
+def _run_labels(run_id: str) -> tuple[tuple[str, str], ...]:
+    """A run's labels, (key, value) sorted by key."""
+    query = RunLabel.select(RunLabel.key, RunLabel.value).where(RunLabel.run == run_id).order_by(RunLabel.key)
+    return tuple((key, value) for key, value in query.tuples())
 
 
 # The runs are locked before their feedback is deleted: no feedback can then
