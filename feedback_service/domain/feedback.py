@@ -9,12 +9,14 @@ import functools
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter
 
+from feedback_service.domain import analytics
 from feedback_service.domain.access import Access
+from feedback_service.domain.analytics import Comparison, VoteGroup
 from feedback_service.domain.errors import FailedPrecondition, NotFound, PermissionDenied
 from feedback_service.domain.pagination import decode_page_token, encode_page_token, within_budget
 from feedback_service.domain.records import (
@@ -378,6 +380,90 @@ class FeedbackRules:
             access.check_thread(thread_id, owner)
         by_start = {count.start: count for count in counted}
         return [by_start.get(at, BucketCount(at, 0, 0)) for at in range(start, end, width)]
+
+    async def breakdown(
+        self,
+        access: Access,
+        *,
+        label_key: str,
+        run_labels: Mapping[str, str],
+        thread_id: str,
+        start_time: tuple[int, int] | None,
+        end_time: tuple[int, int] | None,
+        confidence: float,
+        deadline: float | None,
+    ) -> list[VoteGroup]:
+        """The votes on the runs carrying every one of `run_labels`, per value
+        of the label `label_key`, most votes first, with Wilson intervals; an
+        empty thread_id counts every thread (only for a service acting as itself)."""
+        check = Checker()
+        check.label_key("label_key", label_key)
+        selection = check.labels("run_labels", run_labels)
+        window = self._label_window(check, thread_id, start_time, end_time)
+        level = check.confidence(confidence)
+        check.done()
+        owner, counted = await self._store.read(
+            queries.votes_by_label,
+            label_key,
+            selection,
+            *self._scope(access, thread_id),
+            *window,
+            deadline=deadline,
+        )
+        if thread_id:
+            access.check_thread(thread_id, owner)
+        return analytics.breakdown(counted, level)
+
+    async def compare(
+        self,
+        access: Access,
+        *,
+        baseline_labels: Mapping[str, str],
+        candidate_labels: Mapping[str, str],
+        thread_id: str,
+        start_time: tuple[int, int] | None,
+        end_time: tuple[int, int] | None,
+        confidence: float,
+        deadline: float | None,
+    ) -> Comparison:
+        """The votes on the candidate's runs against the baseline's, each set
+        the runs carrying every one of its labels."""
+        check = Checker()
+        baseline = check.labels("baseline_labels", baseline_labels, required=True)
+        candidate = check.labels("candidate_labels", candidate_labels, required=True)
+        window = self._label_window(check, thread_id, start_time, end_time)
+        level = check.confidence(confidence)
+        check.done()
+        owner, (base, cand) = await self._store.read(
+            queries.votes_of_selections,
+            [baseline, candidate],
+            *self._scope(access, thread_id),
+            *window,
+            deadline=deadline,
+        )
+        if thread_id:
+            access.check_thread(thread_id, owner)
+        return analytics.compare(base, cand, level)
+
+    @staticmethod
+    def _label_window(
+        check: Checker, thread_id: str, start_time: tuple[int, int] | None, end_time: tuple[int, int] | None
+    ) -> tuple[int | None, int | None]:
+        """The optional thread and [start, end) of the label analytics, checked."""
+        check.id("thread_id", thread_id, required=False)
+        start = check.timestamp("start_time", start_time)
+        end = check.timestamp("end_time", end_time)
+        if start is not None and end is not None and end <= start:
+            check.fail("end_time", "must be later than start_time")
+        return start, end
+
+    @staticmethod
+    def _scope(access: Access, thread_id: str) -> tuple[str | None]:
+        """The thread a count is limited to (None: every thread, for a
+        service acting as itself only), as the store takes it."""
+        if not thread_id and access.user_id is not None:
+            raise PermissionDenied("only a service acting as itself may count every thread; name a thread_id")
+        return (thread_id or None,)
 
     async def delete(
         self,

@@ -7,6 +7,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from feedback.v1 import feedback_pb2, thread_registry_pb2
+from feedback_service.domain.analytics import Comparison, VoteGroup
 from feedback_service.domain.changes import Change
 from feedback_service.domain.records import (
     BucketCount,
@@ -170,4 +171,43 @@ def change_message(change: Change) -> feedback_pb2.FeedbackChange:
         kind=row.kind,
         feedback=feedback,
         changed_at=timestamp(row.changed_at),
+    )
+
+
+def group_message(group: VoteGroup) -> feedback_pb2.FeedbackGroup:
+    return feedback_pb2.FeedbackGroup(
+        label_value=group.label_value,
+        votes=group.votes,
+        positive=group.positive,
+        negative=group.negative,
+        positive_rate=group.positive_rate,
+        positive_rate_lower=group.positive_rate_lower,
+        positive_rate_upper=group.positive_rate_upper,
+        tag_counts=[{"tag": tag, "count": count} for tag, count in group.tag_counts],
+    )
+
+
+def breakdown_response(groups: list[VoteGroup]) -> feedback_pb2.GetFeedbackBreakdownResponse:
+    return feedback_pb2.GetFeedbackBreakdownResponse(groups=[group_message(group) for group in groups])
+
+
+def comparison_response(comparison: Comparison) -> feedback_pb2.CompareFeedbackResponse:
+    return feedback_pb2.CompareFeedbackResponse(
+        baseline=group_message(comparison.baseline),
+        candidate=group_message(comparison.candidate),
+        difference=comparison.difference,
+        difference_lower=comparison.difference_lower,
+        difference_upper=comparison.difference_upper,
+        p_value=comparison.p_value,
+        tags=[
+            feedback_pb2.TagComparison(
+                tag=tag.tag,
+                baseline_count=tag.baseline_count,
+                candidate_count=tag.candidate_count,
+                baseline_share=tag.baseline_share,
+                candidate_share=tag.candidate_share,
+                p_value=tag.p_value,
+            )
+            for tag in comparison.tags
+        ],
     )

@@ -14,8 +14,10 @@ from feedback_service.domain.changes import ChangeFeed
 from feedback_service.domain.feedback import FeedbackRules
 from feedback_service.servicers.convert import (
     BUCKETS,
+    breakdown_response,
     caller_feedback_response,
     change_message,
+    comparison_response,
     deadline,
     feedback_message,
     feedback_page,
@@ -201,3 +203,33 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             current_access.get(), user_id=request.user_id, deadline=deadline(context)
         )
         return pb.DeleteUserFeedbackResponse(deleted_feedback=erased)
+
+    async def GetFeedbackBreakdown(
+        self, request: pb.GetFeedbackBreakdownRequest, context: Context
+    ) -> pb.GetFeedbackBreakdownResponse:
+        groups = await self._rules.breakdown(
+            current_access.get(),
+            label_key=request.label_key,
+            run_labels=dict(request.run_labels),
+            thread_id=request.thread_id,
+            start_time=optional_time(request, "start_time"),
+            end_time=optional_time(request, "end_time"),
+            confidence=request.confidence,
+            deadline=deadline(context),
+        )
+        return breakdown_response(groups)
+
+    async def CompareFeedback(
+        self, request: pb.CompareFeedbackRequest, context: Context
+    ) -> pb.CompareFeedbackResponse:
+        comparison = await self._rules.compare(
+            current_access.get(),
+            baseline_labels=dict(request.baseline_labels),
+            candidate_labels=dict(request.candidate_labels),
+            thread_id=request.thread_id,
+            start_time=optional_time(request, "start_time"),
+            end_time=optional_time(request, "end_time"),
+            confidence=request.confidence,
+            deadline=deadline(context),
+        )
+        return comparison_response(comparison)

@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from peewee import JOIN, SQL, Case, IntegrityError, NodeList, Select, Value, fn
 
@@ -32,6 +33,7 @@ from feedback_service.domain.records import (
     TagCount,
     ThreadRecord,
     ThreadStats,
+    VoteCounts,
     may_use_thread,
 )
 from feedback_service.store import requests
@@ -883,3 +885,137 @@ def time_series(
         lambda: with_thread_owner(thread_id, start, end),
     )
     return owner, [BucketCount(int(b), int(p or 0), int(n or 0)) for b, p, n in rows]
+
+
+# --- votes by run label -----------------------------------------------------------
+#
+# A vote's run carries labels (run_label: one row per (run_id, key)). A
+# selection (`release=1, model=m`) joins one run_label row per label, each
+# found through the primary key (run_id, key); grouping by a label's value
+# LEFT JOINs that key's row, so that runs without it form a NULL group.
+
+
+def _labelled_votes(
+    query: Select,
+    run: Any,
+    label_key: str | None,
+    group: Any,
+    keys: Sequence[str],
+    values: Sequence[str],
+) -> Select:
+    """`query` (votes, or their tags, whose run is the column `run`) joined
+    to the run labels it is grouped by and selected by."""
+    if label_key is not None:
+        query = query.join(group, JOIN.LEFT_OUTER, on=(group.run == run) & (group.key == label_key))
+    for index, (key, value) in enumerate(zip(keys, values, strict=True)):
+        label = RunLabel.alias(f"s{index}")
+        query = query.join(label, on=(label.run == run) & (label.key == key) & (label.value == value))
+    return query
+
+
+def _votes_where(thread_id: str | None, start: int | None, end: int | None) -> Any:
+    where = Feedback.message_id == VOTE
+    if thread_id is not None:
+        where &= Feedback.thread_id == thread_id
+    if start is not None:
+        where &= Feedback.created_at >= start
+    if end is not None:
+        where &= Feedback.created_at < end
+    return where
+
+
+def _label_votes_query(
+    label_key: str | None,
+    keys: Sequence[str],
+    values: Sequence[str],
+    thread_id: str | None,
+    start: int | None,
+    end: int | None,
+) -> Any:
+    """Rows (kind, label_value, tag, total, positive, negative), one
+    statement: COUNTS rows count the votes of the selected runs per value of
+    `label_key` (NULL: runs without it; one row in all without a key), TAGS
+    rows the votes carrying each tag per value."""
+    group = RunLabel.alias("g")
+    label_value = group.value if label_key is not None else Value(None)
+    counts = Feedback.select(
+        Value(COUNTS).alias("kind"),
+        label_value.alias("label_value"),
+        Value("").alias("tag"),
+        fn.COUNT(Feedback.id).alias("total"),
+        _positive(),
+        _negative(),
+    )
+    counts = _labelled_votes(counts, Feedback.run, label_key, group, keys, values)
+    counts = counts.where(_votes_where(thread_id, start, end))
+    tags = FeedbackTag.select(
+        Value(TAGS), label_value, FeedbackTag.tag, fn.COUNT(SQL("*")), Value(0), Value(0)
+    ).join(Feedback, on=FeedbackTag.feedback_row == Feedback.id)
+    tags = _labelled_votes(tags, FeedbackTag.run_id, label_key, group, keys, values)
+    tags = tags.where(_votes_where(thread_id, start, end) & (FeedbackTag.message_id == VOTE))
+    if label_key is not None:
+        counts = counts.group_by(group.value)
+        tags = tags.group_by(group.value, FeedbackTag.tag)
+    else:
+        tags = tags.group_by(FeedbackTag.tag)
+    return counts + tags  # UNION ALL
+
+
+_LABEL_VOTES_FIELDS = ["kind", "label_value", "tag", "total", "positive", "negative"]
+_LABEL_VOTES = Prepared(_label_votes_query)
+_LABEL_VOTES_WITH_OWNER = Prepared(
+    lambda thread_id, *args: _with_owner(
+        thread_id, _label_votes_query(*args[:3], thread_id, *args[3:]), _LABEL_VOTES_FIELDS
+    )
+)
+
+
+def _label_votes(
+    label_key: str | None, selection: Labels, thread_id: str | None, start: int | None, end: int | None
+) -> tuple[str | None, dict[str, VoteCounts]]:
+    """(the thread's owner, the votes per label value) of one statement; the
+    owner is read (in the same statement where the dialect prefers it) for a
+    named thread only, else None."""
+    keys, values = zip(*sorted(selection.items()), strict=True) if selection else ((), ())
+    args = (label_key, list(keys), list(values))
+    owner, rows = _read_with_owner(
+        thread_id or "",
+        thread_id is not None,
+        lambda: _LABEL_VOTES(*args, thread_id, start, end),
+        lambda: _LABEL_VOTES_WITH_OWNER(thread_id, *args, start, end),
+    )
+    counts: dict[str, tuple[int, int, int]] = {}
+    tags: dict[str, list[TagCount]] = {}
+    for kind, label_value, tag, total, positive, negative in rows:
+        value = label_value or ""
+        if kind == TAGS:
+            tags.setdefault(value, []).append(TagCount(tag, int(total)))
+        elif int(total):
+            counts[value] = (int(total), int(positive or 0), int(negative or 0))
+    return owner, {
+        value: VoteCounts(*counted, tags=tuple(sorted(tags.get(value, ()))))
+        for value, counted in counts.items()
+    }
+
+
+def votes_by_label(
+    label_key: str, selection: Labels, thread_id: str | None, start: int | None, end: int | None
+) -> tuple[str | None, dict[str, VoteCounts]]:
+    """The votes on the runs carrying every label of `selection` (on one
+    thread, or every thread when None; first given in [start, end), either
+    bound None for none), per value of `label_key` ('' for runs without it),
+    with their tags, in one statement; and the thread's owner when one is
+    named (None otherwise)."""
+    return _label_votes(label_key, selection, thread_id, start, end)
+
+
+def votes_of_selections(
+    selections: Sequence[Labels], thread_id: str | None, start: int | None, end: int | None
+) -> tuple[str | None, list[VoteCounts]]:
+    """The votes on the runs of each selection, as votes_by_label counts
+    them, one statement each; and the thread's owner when one is named."""
+    owner, results = None, []
+    for selection in selections:
+        owner, counted = _label_votes(None, selection, thread_id, start, end)
+        results.append(counted.get("", VoteCounts(0, 0, 0)))
+    return owner, results
