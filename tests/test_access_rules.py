@@ -69,6 +69,7 @@ EXPECTED_RULES = {
     "/feedback.v1.FeedbackService/DeleteUserFeedback": AccessRule(DELETE, NONE, SERVICE),
     "/feedback.v1.FeedbackService/GetFeedbackBreakdown": AccessRule(READ, READS, ANY),
     "/feedback.v1.FeedbackService/CompareFeedback": AccessRule(READ, READS, ANY),
+    "/feedback.v1.FeedbackService/ExportFeedback": AccessRule(READ, NONE, SERVICE),
     "/feedback.v1.ThreadRegistry/RegisterThread": AccessRule(WRITE, NONE, SERVICE),
     "/feedback.v1.ThreadRegistry/RegisterRun": AccessRule(WRITE, NONE, SERVICE),
     "/feedback.v1.ThreadRegistry/DeleteThread": AccessRule(DELETE, NONE, SERVICE),
@@ -106,6 +107,7 @@ def request_for(method: str, thread_id: str, run_id: str):
         "GetFeedbackBreakdown": lambda: pb.GetFeedbackBreakdownRequest(
             thread_id=thread_id, label_key="release"
         ),
+        "ExportFeedback": lambda: pb.ExportFeedbackRequest(thread_id=thread_id),
         "CompareFeedback": lambda: pb.CompareFeedbackRequest(
             thread_id=thread_id, baseline_labels={"release": "1"}, candidate_labels={"release": "2"}
         ),

@@ -484,7 +484,8 @@ def hostile_request(data: st.DataObject, path: str, caller: Caller) -> tuple[Mes
         if data.draw(st.booleans(), label="no filters"):
             # Unfiltered, so that the well-formed tokens below continue it.
             for name in LIST_FILTERS:
-                request.ClearField(name)
+                if name in fields:
+                    request.ClearField(name)
         request.page_token = page_token(data, request, caller)
     if "request_id" in fields:
         request.request_id = data.draw(request_ids, label="request_id")

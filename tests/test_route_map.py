@@ -39,6 +39,7 @@ NEW_ROUTES = {
     # Maps in the request, and thread_id may be empty: a JSON body.
     "GetFeedbackBreakdown": ("POST", "/api/feedback:breakdown"),
     "CompareFeedback": ("POST", "/api/feedback:compare"),
+    "ExportFeedback": ("POST", "/api/feedback:export"),
 }
 
 FEEDBACK_SERVICE = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"]

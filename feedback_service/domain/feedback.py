@@ -9,7 +9,7 @@ import functools
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter
@@ -62,6 +62,22 @@ MAX_BUCKETS = {"hour": 744, "day": 366}
 class Page:
     feedback: list[FeedbackRow]
     next_page_token: str
+
+
+# ExportFeedback sends at most this many feedback per message (and at most the
+# page byte budget of their comments): with their run labels, a message stays
+# far below a default client's 4 MiB receive limit.
+EXPORT_PAGE_SIZE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ExportPage:
+    """A page of an export: feedback, the labels of their runs (by run id;
+    runs without labels left out), and the token to resume after it."""
+
+    feedback: list[FeedbackRow]
+    run_labels: dict[str, dict[str, str]]
+    page_token: str
 
 
 class FeedbackRules:
@@ -464,6 +480,46 @@ class FeedbackRules:
         if not thread_id and access.user_id is not None:
             raise PermissionDenied("only a service acting as itself may count every thread; name a thread_id")
         return (thread_id or None,)
+
+    async def export(
+        self,
+        *,
+        run_labels: Mapping[str, str],
+        thread_id: str,
+        rating: int,
+        tag: str,
+        has_comment: bool | None,
+        created_after: tuple[int, int] | None,
+        created_before: tuple[int, int] | None,
+        page_token: str,
+        deadline: float | None,
+    ) -> AsyncIterator[ExportPage]:
+        """Every feedback the filters keep, oldest first, page by page with
+        its runs' labels and the token to resume after it; each page is read
+        on its own (no transaction spans the export)."""
+        check = Checker()
+        selection = check.labels("run_labels", run_labels)
+        check.id("thread_id", thread_id, required=False)
+        kept = self._list_filter(check, rating, has_comment, tag, created_after, created_before, "")
+        check.done()
+        scope = f"export\n{thread_id}\n{sorted(selection.items())!r}\n{kept!r}"
+        after_id = decode_page_token(scope, page_token)
+        while True:
+            fetched, labels = await self._store.read(
+                queries.export_page,
+                selection,
+                thread_id or None,
+                after_id,
+                EXPORT_PAGE_SIZE,
+                kept,
+                deadline=deadline,
+            )
+            rows = fetched[: within_budget([row.comment for row in fetched])]
+            if rows:
+                after_id = rows[-1].id
+                yield ExportPage(rows, labels, encode_page_token(scope, after_id))
+            if len(rows) == len(fetched) < EXPORT_PAGE_SIZE:
+                return  # a short page, sent whole: nothing follows it
 
     async def delete(
         self,

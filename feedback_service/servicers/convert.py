@@ -9,6 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from feedback.v1 import feedback_pb2, thread_registry_pb2
 from feedback_service.domain.analytics import Comparison, VoteGroup
 from feedback_service.domain.changes import Change
+from feedback_service.domain.feedback import ExportPage
 from feedback_service.domain.records import (
     BucketCount,
     CallerRunFeedback,
@@ -211,3 +212,16 @@ def comparison_response(comparison: Comparison) -> feedback_pb2.CompareFeedbackR
             for tag in comparison.tags
         ],
     )
+
+
+def export_response(page: ExportPage) -> feedback_pb2.ExportFeedbackResponse:
+    """A page of an export, each feedback with its run's labels."""
+    response = feedback_pb2.ExportFeedbackResponse(page_token=page.page_token)
+    add = response.feedback.add
+    for row in page.feedback:
+        exported = add()
+        _fill(exported.feedback, row)
+        labels = page.run_labels.get(row.run_id)
+        if labels:
+            exported.run_labels.update(labels)
+    return response

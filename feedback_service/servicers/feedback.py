@@ -19,6 +19,7 @@ from feedback_service.servicers.convert import (
     change_message,
     comparison_response,
     deadline,
+    export_response,
     feedback_message,
     feedback_page,
     optional_bool,
@@ -233,3 +234,20 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             deadline=deadline(context),
         )
         return comparison_response(comparison)
+
+    async def ExportFeedback(self, request: pb.ExportFeedbackRequest, context: Context) -> None:
+        """Writes each page as it is read (the call is a server stream)."""
+        pages = self._rules.export(
+            run_labels=dict(request.run_labels),
+            thread_id=request.thread_id,
+            rating=request.rating,
+            tag=request.tag,
+            has_comment=optional_bool(request, "has_comment"),
+            created_after=optional_time(request, "created_after"),
+            created_before=optional_time(request, "created_before"),
+            page_token=request.page_token,
+            deadline=deadline(context),
+        )
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                await context.write(export_response(page))

@@ -1019,3 +1019,78 @@ def votes_of_selections(
         owner, counted = _label_votes(None, selection, thread_id, start, end)
         results.append(counted.get("", VoteCounts(0, 0, 0)))
     return owner, results
+
+
+# --- export -------------------------------------------------------------------------
+
+
+def _export_query(
+    keys: Sequence[str],
+    values: Sequence[str],
+    thread_id: str | None,
+    after_id: int,
+    limit: int,
+    rating: int | None,
+    has_comment: int | None,
+    tag: str | None,
+    created_after: int | None,
+    created_before: int | None,
+) -> Any:
+    """The next `limit` feedback after a row id that the filters keep, in row
+    id order (the primary key's), on the runs carrying every label of
+    (keys, values). Arguments that are None filter nothing."""
+    query = _labelled_votes(Feedback.select(*FEEDBACK_COLUMNS), Feedback.run, None, None, keys, values)
+    where = Feedback.id > after_id
+    if thread_id is not None:
+        where &= Feedback.thread_id == thread_id
+    if rating is not None:
+        where &= Feedback.rating == rating
+    if has_comment is not None:  # 1: with a comment, 0: without
+        where &= Case(None, [(Feedback.comment == "", 0)], 1) == has_comment
+    if created_after is not None:
+        where &= Feedback.created_at >= created_after
+    if created_before is not None:
+        where &= Feedback.created_at < created_before
+    if tag is not None:  # the primary key of feedback_tag answers for each row
+        where &= fn.EXISTS(
+            FeedbackTag.select(SQL("1")).where(
+                (FeedbackTag.feedback_row == Feedback.id) & (FeedbackTag.tag == tag)
+            )
+        )
+    return query.where(where).order_by(Feedback.id).limit(limit)
+
+
+_EXPORT = Prepared(_export_query)
+_LABELS_OF_RUNS = Prepared(
+    lambda run_ids: RunLabel.select(RunLabel.run, RunLabel.key, RunLabel.value).where(
+        RunLabel.run.in_(run_ids)
+    )
+)
+
+
+def export_page(
+    selection: Labels, thread_id: str | None, after_id: int, limit: int, kept: ListFilter
+) -> tuple[list[FeedbackRow], dict[str, Labels]]:
+    """A page of the export: at most `limit` feedback after a row id that the
+    selection and the filter keep, oldest first, and the labels of their runs
+    (runs without labels left out). Two statements, no transaction kept."""
+    keys, values = zip(*sorted(selection.items()), strict=True) if selection else ((), ())
+    statement = _EXPORT(
+        list(keys),
+        list(values),
+        thread_id,
+        after_id,
+        limit,
+        kept.rating,
+        None if kept.has_comment is None else int(kept.has_comment),
+        kept.tag or None,
+        kept.created_after,
+        kept.created_before,
+    )
+    rows = [_feedback_row(row) for row in database.execute_sql(*statement).fetchall()]
+    labels: dict[str, Labels] = {}
+    run_ids = list(dict.fromkeys(row.run_id for row in rows))
+    if run_ids:
+        for run_id, key, value in database.execute_sql(*_LABELS_OF_RUNS(run_ids)).fetchall():
+            labels.setdefault(run_id, {})[key] = value
+    return rows, labels

@@ -1558,3 +1558,175 @@ class TagComparison(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TagComparison: _TypeAlias = TagComparison  # noqa: Y015
+
+@_typing.final
+class ExportFeedbackRequest(_message.Message):
+    """Request of ExportFeedback."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RunLabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    RUN_LABELS_FIELD_NUMBER: _builtins.int
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    RATING_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    HAS_COMMENT_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """Optional: only feedback on this thread; empty for every thread."""
+    rating: _builtins.int
+    """Optional filter: 1 for thumbs up only, -1 for thumbs down only; 0 (the
+    default) for both. Anything else is INVALID_ARGUMENT.
+    """
+    tag: _builtins.str
+    """Optional filter: only feedback carrying this tag, one of the server's
+    vocabulary (else INVALID_ARGUMENT); empty for any.
+    """
+    has_comment: _builtins.bool
+    """Optional filter: true for feedback with a comment only, false for
+    feedback without one only; unset for both.
+    """
+    page_token: _builtins.str
+    """The `page_token` of the last message received, to resume after it, with
+    the same filters; empty to start from the oldest feedback. A token from
+    elsewhere, or reused with other filters, is INVALID_ARGUMENT.
+    """
+    @_builtins.property
+    def run_labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Optional: only feedback on runs carrying every one of these labels (at
+        most 8, each as in RegisterRunRequest.labels, else INVALID_ARGUMENT
+        naming `run_labels[key]`); empty for every run.
+        """
+
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Optional filter: only feedback created at or after this time."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Optional filter: only feedback created before this time (exclusive).
+        With both set, created_after must be earlier, else INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        run_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        thread_id: _builtins.str = ...,
+        rating: _builtins.int = ...,
+        tag: _builtins.str = ...,
+        has_comment: _builtins.bool | None = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_has_comment", b"_has_comment", "created_after", b"created_after", "created_before", b"created_before", "has_comment", b"has_comment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_has_comment", b"_has_comment", "created_after", b"created_after", "created_before", b"created_before", "has_comment", b"has_comment", "page_token", b"page_token", "rating", b"rating", "run_labels", b"run_labels", "tag", b"tag", "thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__has_comment: _TypeAlias = _typing.Literal["has_comment"]  # noqa: Y015
+    _WhichOneofArgType__has_comment: _TypeAlias = _typing.Literal["_has_comment", b"_has_comment"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__has_comment) -> _WhichOneofReturnType__has_comment | None: ...
+
+Global___ExportFeedbackRequest: _TypeAlias = ExportFeedbackRequest  # noqa: Y015
+
+@_typing.final
+class ExportFeedbackResponse(_message.Message):
+    """One message of ExportFeedback: a page of feedback."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_token: _builtins.str
+    """Pass as `page_token` (with the same filters) to resume after this page."""
+    @_builtins.property
+    def feedback(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExportedFeedback]:
+        """The page's feedback, oldest first; at most 200, and fewer when they
+        would pass 1 MiB serialized.
+        """
+
+    def __init__(
+        self,
+        *,
+        feedback: _abc.Iterable[Global___ExportedFeedback] | None = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportFeedbackResponse: _TypeAlias = ExportFeedbackResponse  # noqa: Y015
+
+@_typing.final
+class ExportedFeedback(_message.Message):
+    """One exported feedback, with its run's labels."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RunLabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    RUN_LABELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def feedback(self) -> Global___Feedback:
+        """The feedback."""
+
+    @_builtins.property
+    def run_labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The labels of the feedback's run, as registered; empty when it has none."""
+
+    def __init__(
+        self,
+        *,
+        feedback: Global___Feedback | None = ...,
+        run_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback", "run_labels", b"run_labels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportedFeedback: _TypeAlias = ExportedFeedback  # noqa: Y015

@@ -125,6 +125,11 @@ class FeedbackServiceStub:
                 request_serializer=feedback_dot_v1_dot_feedback__pb2.CompareFeedbackRequest.SerializeToString,
                 response_deserializer=feedback_dot_v1_dot_feedback__pb2.CompareFeedbackResponse.FromString,
                 _registered_method=True)
+        self.ExportFeedback = channel.unary_stream(
+                '/feedback.v1.FeedbackService/ExportFeedback',
+                request_serializer=feedback_dot_v1_dot_feedback__pb2.ExportFeedbackRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__pb2.ExportFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class FeedbackServiceServicer:
@@ -345,6 +350,24 @@ class FeedbackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportFeedback(self, request, context):
+        """Streams every feedback (run-level and message-level) that the filters
+        keep, oldest first, each with its run's labels: for loading the feedback
+        into a notebook or a warehouse. Each message holds a page of feedback and
+        the `page_token` to resume after it: a call with that token (and the same
+        filters) continues with the next feedback, no gap and no repeat. The
+        stream ends once everything has been sent. Each page is read on its own,
+        so no transaction is held while the caller reads; feedback written during
+        the export may or may not be included. Only services acting as themselves
+        may call it (`threads:read`); anyone else gets PERMISSION_DENIED. Bounded
+        like StreamFeedbackChanges: its streams count against
+        FEEDBACK_MAX_CHANGE_STREAMS (64) per server process; one more is
+        RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeedbackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -422,6 +445,11 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
                     servicer.CompareFeedback,
                     request_deserializer=feedback_dot_v1_dot_feedback__pb2.CompareFeedbackRequest.FromString,
                     response_serializer=feedback_dot_v1_dot_feedback__pb2.CompareFeedbackResponse.SerializeToString,
+            ),
+            'ExportFeedback': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportFeedback,
+                    request_deserializer=feedback_dot_v1_dot_feedback__pb2.ExportFeedbackRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__pb2.ExportFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -845,6 +873,33 @@ class FeedbackService:
             '/feedback.v1.FeedbackService/CompareFeedback',
             feedback_dot_v1_dot_feedback__pb2.CompareFeedbackRequest.SerializeToString,
             feedback_dot_v1_dot_feedback__pb2.CompareFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/ExportFeedback',
+            feedback_dot_v1_dot_feedback__pb2.ExportFeedbackRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__pb2.ExportFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

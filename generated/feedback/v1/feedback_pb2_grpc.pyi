@@ -188,6 +188,20 @@ class FeedbackServiceStub:
     both sets' labels counts on both sides. Same access rules as
     GetFeedbackBreakdown.
     """
+    ExportFeedback: _grpc.UnaryStreamMultiCallable[_feedback_pb2.ExportFeedbackRequest, _feedback_pb2.ExportFeedbackResponse]
+    """Streams every feedback (run-level and message-level) that the filters
+    keep, oldest first, each with its run's labels: for loading the feedback
+    into a notebook or a warehouse. Each message holds a page of feedback and
+    the `page_token` to resume after it: a call with that token (and the same
+    filters) continues with the next feedback, no gap and no repeat. The
+    stream ends once everything has been sent. Each page is read on its own,
+    so no transaction is held while the caller reads; feedback written during
+    the export may or may not be included. Only services acting as themselves
+    may call it (`threads:read`); anyone else gets PERMISSION_DENIED. Bounded
+    like StreamFeedbackChanges: its streams count against
+    FEEDBACK_MAX_CHANGE_STREAMS (64) per server process; one more is
+    RESOURCE_EXHAUSTED.
+    """
 
 @_typing.type_check_only
 class FeedbackServiceAsyncStub(FeedbackServiceStub):
@@ -348,6 +362,20 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     two-proportion z-test, and the same test for each tag. A run carrying
     both sets' labels counts on both sides. Same access rules as
     GetFeedbackBreakdown.
+    """
+    ExportFeedback: _aio.UnaryStreamMultiCallable[_feedback_pb2.ExportFeedbackRequest, _feedback_pb2.ExportFeedbackResponse]  # type: ignore[assignment]
+    """Streams every feedback (run-level and message-level) that the filters
+    keep, oldest first, each with its run's labels: for loading the feedback
+    into a notebook or a warehouse. Each message holds a page of feedback and
+    the `page_token` to resume after it: a call with that token (and the same
+    filters) continues with the next feedback, no gap and no repeat. The
+    stream ends once everything has been sent. Each page is read on its own,
+    so no transaction is held while the caller reads; feedback written during
+    the export may or may not be included. Only services acting as themselves
+    may call it (`threads:read`); anyone else gets PERMISSION_DENIED. Bounded
+    like StreamFeedbackChanges: its streams count against
+    FEEDBACK_MAX_CHANGE_STREAMS (64) per server process; one more is
+    RESOURCE_EXHAUSTED.
     """
 
 class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -596,6 +624,26 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         two-proportion z-test, and the same test for each tag. A run carrying
         both sets' labels counts on both sides. Same access rules as
         GetFeedbackBreakdown.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportFeedback(
+        self,
+        request: _feedback_pb2.ExportFeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_feedback_pb2.ExportFeedbackResponse], _abc.AsyncIterator[_feedback_pb2.ExportFeedbackResponse]]:
+        """Streams every feedback (run-level and message-level) that the filters
+        keep, oldest first, each with its run's labels: for loading the feedback
+        into a notebook or a warehouse. Each message holds a page of feedback and
+        the `page_token` to resume after it: a call with that token (and the same
+        filters) continues with the next feedback, no gap and no repeat. The
+        stream ends once everything has been sent. Each page is read on its own,
+        so no transaction is held while the caller reads; feedback written during
+        the export may or may not be included. Only services acting as themselves
+        may call it (`threads:read`); anyone else gets PERMISSION_DENIED. Bounded
+        like StreamFeedbackChanges: its streams count against
+        FEEDBACK_MAX_CHANGE_STREAMS (64) per server process; one more is
+        RESOURCE_EXHAUSTED.
         """
 
 def add_FeedbackServiceServicer_to_server(servicer: FeedbackServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
