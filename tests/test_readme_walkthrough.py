@@ -1,5 +1,6 @@
-"""The README's grpcurl walkthrough, pasted as it is into a shell against a
-real server, prints what the README says it prints.
+"""The grpcurl walkthroughs (the README's, and the handbook pages' in
+WALKTHROUGHS), pasted as they are into a shell against a real server, print
+what the documents say they print.
 
 Every ```bash block of the "Walkthrough with grpcurl" section after the first
 (which starts the server) runs in one bash session, in order, from the
@@ -14,6 +15,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.harness import BIN, ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,10 +29,15 @@ OPAQUE_KEYS = {"nextPageToken", "cursor"}
 MARK = "@@@ walkthrough block"
 
 
-def walkthrough_blocks() -> list[tuple[str, str]]:
-    text = (ROOT / "README.md").read_text()
+# The documents with a "Walkthrough with grpcurl" section, each run on a fresh server.
+WALKTHROUGHS = ["README.md", "docs/analytics.md"]
+
+
+def walkthrough_blocks(document: str = "README.md") -> list[tuple[str, str]]:
+    text = (ROOT / document).read_text()
     start = text.index(SECTION)
-    end = text.index("\n## ", start + len(SECTION))
+    end = text.find("\n## ", start + len(SECTION))
+    end = len(text) if end < 0 else end  # the section may end the document
     return [(match.group(1), match.group(2)) for match in FENCE.finditer(text[start:end])]
 
 
@@ -91,8 +99,9 @@ def run_walkthrough(service: ServiceProcess, scripts: list[str]) -> list[str]:
     return outputs
 
 
-def test_the_walkthrough_prints_what_the_readme_shows(tmp_path):
-    blocks = walkthrough_blocks()
+@pytest.mark.parametrize("document", WALKTHROUGHS)
+def test_the_walkthrough_prints_what_the_readme_shows(tmp_path, document):
+    blocks = walkthrough_blocks(document)
     start, *walk = steps(blocks)
     tokens = re.search(r"FEEDBACK_SERVICE_TOKENS=(\S+)", start[0]).group(1)
     assert "scripts/dev serve" in start[0]
