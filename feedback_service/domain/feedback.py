@@ -9,7 +9,7 @@ import functools
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter
@@ -493,7 +493,7 @@ class FeedbackRules:
         created_before: tuple[int, int] | None,
         page_token: str,
         deadline: float | None,
-    ) -> AsyncIterator[ExportPage]:
+    ) -> AsyncGenerator[ExportPage, None]:
         """Every feedback the filters keep, oldest first, page by page with
         its runs' labels and the token to resume after it; each page is read
         on its own (no transaction spans the export)."""

@@ -938,7 +938,7 @@ def _label_votes_query(
     rows the votes carrying each tag per value."""
     group = RunLabel.alias("g")
     label_value = group.value if label_key is not None else Value(None)
-    counts = Feedback.select(
+    counts: Select = Feedback.select(
         Value(COUNTS).alias("kind"),
         label_value.alias("label_value"),
         Value("").alias("tag"),
@@ -948,7 +948,7 @@ def _label_votes_query(
     )
     counts = _labelled_votes(counts, Feedback.run, label_key, group, keys, values)
     counts = counts.where(_votes_where(thread_id, start, end))
-    tags = FeedbackTag.select(
+    tags: Select = FeedbackTag.select(
         Value(TAGS), label_value, FeedbackTag.tag, fn.COUNT(SQL("*")), Value(0), Value(0)
     ).join(Feedback, on=FeedbackTag.feedback_row == Feedback.id)
     tags = _labelled_votes(tags, FeedbackTag.run_id, label_key, group, keys, values)
@@ -964,8 +964,8 @@ def _label_votes_query(
 _LABEL_VOTES_FIELDS = ["kind", "label_value", "tag", "total", "positive", "negative"]
 _LABEL_VOTES = Prepared(_label_votes_query)
 _LABEL_VOTES_WITH_OWNER = Prepared(
-    lambda thread_id, *args: _with_owner(
-        thread_id, _label_votes_query(*args[:3], thread_id, *args[3:]), _LABEL_VOTES_FIELDS
+    lambda thread_id, label_key, keys, values, start, end: _with_owner(
+        thread_id, _label_votes_query(label_key, keys, values, thread_id, start, end), _LABEL_VOTES_FIELDS
     )
 )
 
