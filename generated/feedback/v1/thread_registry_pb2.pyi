@@ -176,8 +176,8 @@ class RegisterRunRequest(_message.Message):
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Optional: what produced the run, for example `agent=researcher`,
-        `model=gpt-5.1`, `prompt=v42`, `release=2026.12.1`; GetFeedbackBreakdown
-        and CompareFeedback select runs by them. At most 8 labels;
+        `model=gpt-5.1`, `prompt=v42`, `release=2026.12.1`; GetFeedbackBreakdown,
+        CompareFeedback and ExportFeedback select runs by them. At most 8 labels;
         a key matches `[a-z][a-z0-9_]{0,31}`; a value has 1 to 128 characters,
         none of them a control character. Anything else is INVALID_ARGUMENT
         naming `labels[key]` (`labels` for too many).
