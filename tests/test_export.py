@@ -9,7 +9,18 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from feedback.v1 import feedback_pb2 as pb
 from feedback.v1 import thread_registry_pb2 as registry_pb2
 from feedback_service.domain.feedback import EXPORT_PAGE_SIZE
-from tests.harness import as_service, as_service_for, as_user, bad_fields
+from tests.harness import (
+    as_service,
+    as_service_for,
+    as_user,
+    bad_fields,
+    register,
+    running_server,
+    separate_channel,
+    server_settings,
+    wait_until,
+)
+from tests.test_changes import following
 
 SERVICE = as_service()
 LABELS = {"r1": {"release": "1", "model": "a"}, "r2": {"release": "2", "model": "a"}, "r3": {}}
@@ -119,3 +130,29 @@ def test_only_a_service_acting_as_itself_may_export(rated):
         with pytest.raises(grpc.RpcError) as refused:
             list(rated.feedback.ExportFeedback(pb.ExportFeedbackRequest(), metadata=metadata))
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_exports_count_against_the_change_stream_limit(tmp_path):
+    settings = server_settings(tmp_path, max_change_streams=1)
+    with running_server(settings) as (server, client):
+        register(client, "t1", "", ["r1"])
+        with following(separate_channel(server.address)) as change_stream:
+            client.feedback.CreateFeedback(
+                pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1), metadata=as_user("a")
+            )
+            change_stream.wait_for(1)  # the one place is taken
+            with pytest.raises(grpc.RpcError) as refused:
+                export(client)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "1 change streams (StreamFeedbackChanges and ExportFeedback)" in refused.value.details()
+        # The closed stream gives its place back.
+        wait_until(lambda: _exports(client))
+
+
+def _exports(client) -> bool:
+    try:
+        export(client)
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        return False
+    return True
