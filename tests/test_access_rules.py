@@ -67,6 +67,9 @@ EXPECTED_RULES = {
     "/feedback.v1.FeedbackService/GetFeedbackTimeSeries": AccessRule(READ, READS, ANY),
     "/feedback.v1.FeedbackService/StreamFeedbackChanges": AccessRule(READ, NONE, SERVICE),
     "/feedback.v1.FeedbackService/DeleteUserFeedback": AccessRule(DELETE, NONE, SERVICE),
+    "/feedback.v1.FeedbackService/GetFeedbackBreakdown": AccessRule(READ, READS, ANY),
+    "/feedback.v1.FeedbackService/CompareFeedback": AccessRule(READ, READS, ANY),
+    "/feedback.v1.FeedbackService/ExportFeedback": AccessRule(READ, NONE, SERVICE),
     "/feedback.v1.ThreadRegistry/RegisterThread": AccessRule(WRITE, NONE, SERVICE),
     "/feedback.v1.ThreadRegistry/RegisterRun": AccessRule(WRITE, NONE, SERVICE),
     "/feedback.v1.ThreadRegistry/DeleteThread": AccessRule(DELETE, NONE, SERVICE),
@@ -101,6 +104,13 @@ def request_for(method: str, thread_id: str, run_id: str):
         ),
         "StreamFeedbackChanges": lambda: pb.StreamFeedbackChangesRequest(thread_id=thread_id),
         "DeleteUserFeedback": lambda: pb.DeleteUserFeedbackRequest(user_id="nobody"),
+        "GetFeedbackBreakdown": lambda: pb.GetFeedbackBreakdownRequest(
+            thread_id=thread_id, label_key="release"
+        ),
+        "ExportFeedback": lambda: pb.ExportFeedbackRequest(thread_id=thread_id),
+        "CompareFeedback": lambda: pb.CompareFeedbackRequest(
+            thread_id=thread_id, baseline_labels={"release": "1"}, candidate_labels={"release": "2"}
+        ),
         "RegisterThread": lambda: registry_pb2.RegisterThreadRequest(thread_id=thread_id),
         "RegisterRun": lambda: registry_pb2.RegisterRunRequest(thread_id=thread_id, run_id=run_id),
         "DeleteThread": lambda: registry_pb2.DeleteThreadRequest(thread_id=thread_id),

@@ -86,6 +86,18 @@ def test_the_server_command_asks_for_the_server_extra_in_one_line(client_venv):
     assert "Traceback" not in result.stderr
 
 
+def test_the_plain_install_brings_the_export_command_which_names_the_parquet_extra(client_venv):
+    """Without the `export` extra there is no pyarrow: Parquet is refused
+    before any call, in one line that says what to install."""
+    command = client_venv / "bin" / "feedback-client"
+    assert run(command, "export", "--help", timeout=60).returncode == 0
+    result = run(command, "export", "--format", "parquet", timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "pip install 'feedback-service[export]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_the_installed_client_type_checks_a_callers_code(client_venv, tmp_path):
     """mypy --strict on a caller's file, with only the installed package (its
     py.typed and .pyi files) to go by: correct code passes, a wrong request

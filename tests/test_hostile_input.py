@@ -218,6 +218,31 @@ plausible_times = st.builds(
 )
 
 
+# Run labels (map fields): mostly a few plausible ones, so that selections
+# match seeded runs, else keys and values around and past the rules.
+LABEL_KEYS = ["release", "model", "agent", "prompt", "a" * 32]
+label_keys = weighted(
+    (6, st.sampled_from(LABEL_KEYS)),
+    (1, st.from_regex(r"[a-z][a-z0-9_]{0,33}", fullmatch=True)),
+    *_hostile_text,
+)
+label_values = weighted(
+    (6, st.sampled_from(["1", "2", "gpt-5.1", "v" * 128])),
+    (1, st.text(max_size=130)),
+    *_hostile_text,
+)
+
+
+def map_value(data: st.DataObject, fd: FieldDescriptor, plausible: bool) -> dict[str, str]:
+    if fd.message_type.fields_by_name["value"].type != FieldDescriptor.TYPE_STRING:
+        pytest.fail(f"no strategy for map field {fd.full_name}: add one")
+    size = data.draw(st.one_of(st.integers(0, 3), st.integers(7, 10), st.integers(0, 200)), label=fd.name)
+    if plausible:
+        size = min(size, 3)
+    keys = data.draw(st.lists(label_keys, max_size=size, unique=True), label=f"{fd.name} keys")
+    return {key: data.draw(label_values, label=f"{fd.name}[{key!r:.40}]") for key in keys}
+
+
 def string_value(name: str) -> st.SearchStrategy[str]:
     if name in TAG_FIELDS:
         return tag_text
@@ -311,8 +336,8 @@ def build_message(
         return message
     for fd in descriptor.fields:
         if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-            pytest.fail(f"no strategy for map field {fd.full_name}: add one")
-        if fd.is_repeated:
+            getattr(message, fd.name).update(map_value(data, fd, plausible))
+        elif fd.is_repeated:
             getattr(message, fd.name).extend(repeated_value(data, fd, depth, plausible))
         elif fd.type == FieldDescriptor.TYPE_MESSAGE:
             if data.draw(st.booleans(), label=f"has {fd.name}"):
@@ -459,7 +484,8 @@ def hostile_request(data: st.DataObject, path: str, caller: Caller) -> tuple[Mes
         if data.draw(st.booleans(), label="no filters"):
             # Unfiltered, so that the well-formed tokens below continue it.
             for name in LIST_FILTERS:
-                request.ClearField(name)
+                if name in fields:
+                    request.ClearField(name)
         request.page_token = page_token(data, request, caller)
     if "request_id" in fields:
         request.request_id = data.draw(request_ids, label="request_id")

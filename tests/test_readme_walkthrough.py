@@ -44,3 +44,8 @@ def test_ci_runs_the_readmes_test_command():
     [test_command] = [line.split("#")[0].strip() for line in start.splitlines() if "scripts/dev test" in line]
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(rf"^{re.escape(test_command)}$", ci, re.MULTILINE), test_command
+
+
+def test_the_analytics_walkthrough_prints_what_the_page_shows(tmp_path):
+    with PageRun(DOCS / "analytics.md", tmp_path / "data") as page:
+        page.check()

@@ -36,6 +36,10 @@ NEW_ROUTES = {
     "GetFeedbackTimeSeries": ("GET", "/api/feedback/timeSeries"),
     "StreamFeedbackChanges": ("GET", "/api/feedback/changes"),
     "DeleteUserFeedback": ("DELETE", "/api/users/{user_id}/feedback"),
+    # Maps in the request, and thread_id may be empty: a JSON body.
+    "GetFeedbackBreakdown": ("POST", "/api/feedback:breakdown"),
+    "CompareFeedback": ("POST", "/api/feedback:compare"),
+    "ExportFeedback": ("POST", "/api/feedback:export"),
 }
 
 FEEDBACK_SERVICE = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"]

@@ -198,6 +198,10 @@ COMMENTS = ["", "fine", "é" * 20, "👍 agreed", "日本語のコメント"]
 REQUEST_IDS = ["0f4c3b9e-39a1-4d27-9d49-0c7f1e4a6b21", "7d1c2e3f-4a5b-4c6d-8e9f-a0b1c2d3e4f5"]
 
 
+LABEL_KEYS = ["release", "model"]
+label_maps = st.dictionaries(st.sampled_from(LABEL_KEYS), st.sampled_from(["1", "2", "gpt-5.1"]), max_size=2)
+
+
 def valid_request(data: st.DataObject, path: str) -> Message:
     """A request a well-behaved client might send: seeded ids, plausible values."""
     descriptor = REQUEST_TYPES[path]
@@ -225,6 +229,12 @@ def valid_request(data: st.DataObject, path: str) -> Message:
         "request_id": data.draw(st.sampled_from(["", *REQUEST_IDS]), label="request_id"),
         "after_cursor": "",
         "follow": data.draw(st.booleans(), label="follow"),
+        "label_key": data.draw(st.sampled_from(LABEL_KEYS), label="label_key"),
+        "confidence": data.draw(st.sampled_from([0.0, 0.9, 0.95, 0.99]), label="confidence"),
+        **{
+            name: data.draw(label_maps, label=name)
+            for name in ("labels", "run_labels", "baseline_labels", "candidate_labels")
+        },
     }
     message = GetMessageClass(descriptor)()
     for fd in descriptor.fields:
@@ -234,7 +244,9 @@ def valid_request(data: st.DataObject, path: str) -> Message:
             value = ["x"] if fd.is_repeated else "x"
         else:
             continue
-        if fd.is_repeated:
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            getattr(message, fd.name).update(value)
+        elif fd.is_repeated:
             getattr(message, fd.name).extend(value)
         else:
             setattr(message, fd.name, value)

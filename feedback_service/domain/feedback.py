@@ -9,12 +9,14 @@ import functools
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter
 
+from feedback_service.domain import analytics
 from feedback_service.domain.access import Access
+from feedback_service.domain.analytics import Comparison, VoteGroup
 from feedback_service.domain.errors import FailedPrecondition, NotFound, PermissionDenied
 from feedback_service.domain.pagination import decode_page_token, encode_page_token, within_budget
 from feedback_service.domain.records import (
@@ -60,6 +62,22 @@ MAX_BUCKETS = {"hour": 744, "day": 366}
 class Page:
     feedback: list[FeedbackRow]
     next_page_token: str
+
+
+# ExportFeedback sends at most this many feedback per message (and at most the
+# page byte budget of their comments): with their run labels, a message stays
+# far below a default client's 4 MiB receive limit.
+EXPORT_PAGE_SIZE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ExportPage:
+    """A page of an export: feedback, the labels of their runs (by run id;
+    runs without labels left out), and the token to resume after it."""
+
+    feedback: list[FeedbackRow]
+    run_labels: dict[str, dict[str, str]]
+    page_token: str
 
 
 class FeedbackRules:
@@ -381,6 +399,130 @@ class FeedbackRules:
             access.check_thread(thread_id, owner)
         by_start = {count.start: count for count in counted}
         return [by_start.get(at, BucketCount(at, 0, 0)) for at in range(start, end, width)]
+
+    async def breakdown(
+        self,
+        access: Access,
+        *,
+        label_key: str,
+        run_labels: Mapping[str, str],
+        thread_id: str,
+        start_time: tuple[int, int] | None,
+        end_time: tuple[int, int] | None,
+        confidence: float,
+        deadline: float | None,
+    ) -> list[VoteGroup]:
+        """The votes on the runs carrying every one of `run_labels`, per value
+        of the label `label_key`, most votes first, with Wilson intervals; an
+        empty thread_id counts every thread (only for a service acting as itself)."""
+        check = Checker()
+        check.label_key("label_key", label_key)
+        selection = check.labels("run_labels", run_labels)
+        window = self._label_window(check, thread_id, start_time, end_time)
+        level = check.confidence(confidence)
+        check.done()
+        owner, counted = await self._store.read(
+            queries.votes_by_label,
+            label_key,
+            selection,
+            *self._scope(access, thread_id),
+            *window,
+            deadline=deadline,
+        )
+        if thread_id:
+            access.check_thread(thread_id, owner)
+        return analytics.breakdown(counted, level)
+
+    async def compare(
+        self,
+        access: Access,
+        *,
+        baseline_labels: Mapping[str, str],
+        candidate_labels: Mapping[str, str],
+        thread_id: str,
+        start_time: tuple[int, int] | None,
+        end_time: tuple[int, int] | None,
+        confidence: float,
+        deadline: float | None,
+    ) -> Comparison:
+        """The votes on the candidate's runs against the baseline's, each set
+        the runs carrying every one of its labels."""
+        check = Checker()
+        baseline = check.labels("baseline_labels", baseline_labels, required=True)
+        candidate = check.labels("candidate_labels", candidate_labels, required=True)
+        window = self._label_window(check, thread_id, start_time, end_time)
+        level = check.confidence(confidence)
+        check.done()
+        owner, (base, cand) = await self._store.read(
+            queries.votes_of_selections,
+            [baseline, candidate],
+            *self._scope(access, thread_id),
+            *window,
+            deadline=deadline,
+        )
+        if thread_id:
+            access.check_thread(thread_id, owner)
+        return analytics.compare(base, cand, level)
+
+    @staticmethod
+    def _label_window(
+        check: Checker, thread_id: str, start_time: tuple[int, int] | None, end_time: tuple[int, int] | None
+    ) -> tuple[int | None, int | None]:
+        """The optional thread and [start, end) of the label analytics, checked."""
+        check.id("thread_id", thread_id, required=False)
+        start = check.timestamp("start_time", start_time)
+        end = check.timestamp("end_time", end_time)
+        if start is not None and end is not None and end <= start:
+            check.fail("end_time", "must be later than start_time")
+        return start, end
+
+    @staticmethod
+    def _scope(access: Access, thread_id: str) -> tuple[str | None]:
+        """The thread a count is limited to (None: every thread, for a
+        service acting as itself only), as the store takes it."""
+        if not thread_id and access.user_id is not None:
+            raise PermissionDenied("only a service acting as itself may count every thread; name a thread_id")
+        return (thread_id or None,)
+
+    async def export(
+        self,
+        *,
+        run_labels: Mapping[str, str],
+        thread_id: str,
+        rating: int,
+        tag: str,
+        has_comment: bool | None,
+        created_after: tuple[int, int] | None,
+        created_before: tuple[int, int] | None,
+        page_token: str,
+        deadline: float | None,
+    ) -> AsyncGenerator[ExportPage, None]:
+        """Every feedback the filters keep, oldest first, page by page with
+        its runs' labels and the token to resume after it; each page is read
+        on its own (no transaction spans the export)."""
+        check = Checker()
+        selection = check.labels("run_labels", run_labels)
+        check.id("thread_id", thread_id, required=False)
+        kept = self._list_filter(check, rating, has_comment, tag, created_after, created_before, "")
+        check.done()
+        scope = f"export\n{thread_id}\n{sorted(selection.items())!r}\n{kept!r}"
+        after_id = decode_page_token(scope, page_token)
+        while True:
+            fetched, labels = await self._store.read(
+                queries.export_page,
+                selection,
+                thread_id or None,
+                after_id,
+                EXPORT_PAGE_SIZE,
+                kept,
+                deadline=deadline,
+            )
+            rows = fetched[: within_budget([row.comment for row in fetched])]
+            if rows:
+                after_id = rows[-1].id
+                yield ExportPage(rows, labels, encode_page_token(scope, after_id))
+            if len(rows) == len(fetched) < EXPORT_PAGE_SIZE:
+                return  # a short page, sent whole: nothing follows it
 
     async def delete(
         self,

@@ -19,6 +19,14 @@ ID_MAX_LENGTH = 128
 # Tags: names of at most TAG_MAX_LENGTH characters, at most TAGS_MAX per feedback.
 TAG_MAX_LENGTH = 32
 TAGS_MAX = 6
+# Run labels: at most LABELS_MAX per run, keys of at most LABEL_KEY_MAX_LENGTH
+# characters, values of at most LABEL_VALUE_MAX_LENGTH.
+LABELS_MAX = 8
+LABEL_KEY_MAX_LENGTH = 32
+LABEL_VALUE_MAX_LENGTH = 128
+
+# A run's labels, or a selection of runs by labels: key -> value.
+Labels = dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +136,21 @@ class ThreadRecord:
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
-    """A registered run of a thread."""
+    """A registered run of a thread, with its labels."""
 
     run_id: str
     thread_id: str
     created_at: int
+    labels: tuple[tuple[str, str], ...] = ()  # (key, value), sorted by key
+
+
+class VoteCounts(NamedTuple):
+    """The votes on a set of runs, and the votes carrying each tag."""
+
+    votes: int
+    positive: int
+    negative: int
+    tags: tuple[TagCount, ...] = ()  # sorted by tag
 
 
 # --- the change log and request ids --------------------------------------------

@@ -1,10 +1,18 @@
 """Request field checks. Each returns the cleaned value or raises InvalidArgument."""
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from feedback_service.domain.errors import FieldViolation, InvalidArgument, echoed
-from feedback_service.domain.records import ID_MAX_LENGTH, TAG_MAX_LENGTH, TAGS_MAX
+from feedback_service.domain.records import (
+    ID_MAX_LENGTH,
+    LABEL_KEY_MAX_LENGTH,
+    LABEL_VALUE_MAX_LENGTH,
+    LABELS_MAX,
+    TAG_MAX_LENGTH,
+    TAGS_MAX,
+)
+from feedback_service.domain.statistics import DEFAULT_CONFIDENCE
 
 ID_PATTERN = re.compile(rf"[A-Za-z0-9._:@|-]{{1,{ID_MAX_LENGTH}}}")
 ID_RULE = f"1 to {ID_MAX_LENGTH} characters from A-Z a-z 0-9 . _ : @ | -"
@@ -22,6 +30,14 @@ DEFAULT_TAGS = ("incorrect", "not_as_expected", "slow", "style_tone", "safety_le
 # google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
 TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
 
+
+# A run label's key: a lower-case identifier.
+LABEL_KEY_PATTERN = re.compile(rf"[a-z][a-z0-9_]{{0,{LABEL_KEY_MAX_LENGTH - 1}}}")
+LABEL_KEY_RULE = f"a key must match [a-z][a-z0-9_]{{0,{LABEL_KEY_MAX_LENGTH - 1}}}"
+# Control characters (Unicode category Cc: C0, DEL and C1), refused in values.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# A key quoted in a field name (`labels[key]`) is cut to this many characters.
+LABEL_KEY_QUOTE = 40
 
 # A request_id (AIP-155): a UUID in its usual 8-4-4-4-12 hex form, any case.
 REQUEST_ID_PATTERN = re.compile(
@@ -115,6 +131,42 @@ class Checker:
             self.id(f"run_ids[{index}]", value)
         return list(values)
 
+    def labels(self, field: str, values: Mapping[str, str], *, required: bool = False) -> dict[str, str]:
+        """Run labels, or a selection of runs by labels: at most LABELS_MAX,
+        each key a lower-case identifier, each value 1 to
+        LABEL_VALUE_MAX_LENGTH characters with no control character. A bad
+        label is named `field[key]`."""
+        if len(values) > LABELS_MAX:
+            self.fail(field, f"must hold at most {LABELS_MAX} labels")
+        elif required and not values:
+            self.fail(field, "is required: name at least one label")
+        for key in sorted(values):
+            value = values[key]
+            if LABEL_KEY_PATTERN.fullmatch(key) is None:
+                self.fail(f"{field}[{_shown_key(key)}]", LABEL_KEY_RULE)
+            elif not 1 <= len(value) <= LABEL_VALUE_MAX_LENGTH:
+                self.fail(f"{field}[{key}]", f"the value must have 1 to {LABEL_VALUE_MAX_LENGTH} characters")
+            elif CONTROL_CHARACTERS.search(value):
+                self.fail(f"{field}[{key}]", "the value must not contain control characters")
+        return dict(values)
+
+    def label_key(self, field: str, value: str) -> str:
+        """One label key (required)."""
+        if not value:
+            self.fail(field, "is required")
+        elif LABEL_KEY_PATTERN.fullmatch(value) is None:
+            self.fail(field, f"must match [a-z][a-z0-9_]{{0,{LABEL_KEY_MAX_LENGTH - 1}}}")
+        return value
+
+    def confidence(self, value: float) -> float:
+        """A confidence level: 0 means DEFAULT_CONFIDENCE; else strictly
+        between 0.5 and 1 (NaN is neither)."""
+        if value == 0:
+            return DEFAULT_CONFIDENCE
+        if not 0.5 < value < 1:
+            self.fail("confidence", "must be 0 (for 0.95) or strictly between 0.5 and 1")
+        return value
+
     def request_id(self, value: str) -> str:
         """An optional request_id, lower-cased ('' when none was sent)."""
         if value and REQUEST_ID_PATTERN.fullmatch(value) is None:
@@ -138,6 +190,15 @@ def _shown_tag(value: str) -> str:
     while len(echoed(shown).encode()) > TAG_QUOTE_BYTES + 2:  # + the quotes
         shown = shown[:-1]
     return echoed(shown) + ("\u2026" if shown != value else "")
+
+
+def _shown_key(key: str) -> str:
+    """A caller's label key as a field name quotes it: as sent when it is
+    short and printable, else escaped and cut (a field name travels in
+    trailers)."""
+    if len(key) <= LABEL_KEY_QUOTE and key.isprintable() and key.isascii() and "]" not in key:
+        return key
+    return echoed(key[:LABEL_KEY_QUOTE])
 
 
 def _unknown_tag(value: str, vocabulary: Sequence[str]) -> str:

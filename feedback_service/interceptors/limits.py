@@ -38,8 +38,9 @@ class ConcurrencyLimitInterceptor(ServerInterceptor):
 
 
 class ChangeStreamLimitInterceptor(ServerInterceptor):
-    """Our server streams (StreamFeedbackChanges, open to services only): at
-    most `limit` open at once, the next one RESOURCE_EXHAUSTED at once.
+    """Our server streams (StreamFeedbackChanges and ExportFeedback, open to
+    services only): at most `limit` open at once, the next one
+    RESOURCE_EXHAUSTED at once.
     Shutdown ends them with UNAVAILABLE, promptly: a following stream would
     otherwise hold the whole grace period (the caller resumes elsewhere from
     its last cursor)."""
@@ -55,7 +56,8 @@ class ChangeStreamLimitInterceptor(ServerInterceptor):
     async def intercept(self, behavior: Behavior, request: Any, context: Context, method: MethodName) -> Any:
         if self._open >= self._limit:
             raise ResourceExhausted(
-                f"{self._limit} change streams are open on this server already; close one or retry later"
+                f"{self._limit} change streams (StreamFeedbackChanges and ExportFeedback) are open "
+                "on this server already; close one or retry later"
             )
         self._open += 1
         CHANGE_STREAMS.inc()

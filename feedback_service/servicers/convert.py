@@ -8,7 +8,9 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from feedback.v1 import feedback_pb2, thread_registry_pb2
+from feedback_service.domain.analytics import Comparison, VoteGroup
 from feedback_service.domain.changes import Change
+from feedback_service.domain.feedback import ExportPage
 from feedback_service.domain.records import (
     BucketCount,
     CallerRunFeedback,
@@ -149,7 +151,10 @@ def thread_message(record: ThreadRecord) -> thread_registry_pb2.Thread:
 
 def run_message(record: RunRecord) -> thread_registry_pb2.Run:
     return thread_registry_pb2.Run(
-        run_id=record.run_id, thread_id=record.thread_id, created_at=timestamp(record.created_at)
+        run_id=record.run_id,
+        thread_id=record.thread_id,
+        created_at=timestamp(record.created_at),
+        labels=dict(record.labels),
     )
 
 
@@ -176,3 +181,55 @@ def change_message(change: Change) -> feedback_pb2.FeedbackChange:
         feedback=feedback,
         changed_at=timestamp(row.changed_at),
     )
+
+
+def group_message(group: VoteGroup) -> feedback_pb2.FeedbackGroup:
+    return feedback_pb2.FeedbackGroup(
+        label_value=group.label_value,
+        votes=group.votes,
+        positive=group.positive,
+        negative=group.negative,
+        positive_rate=group.positive_rate,
+        positive_rate_lower=group.positive_rate_lower,
+        positive_rate_upper=group.positive_rate_upper,
+        tag_counts=[{"tag": tag, "count": count} for tag, count in group.tag_counts],
+    )
+
+
+def breakdown_response(groups: list[VoteGroup]) -> feedback_pb2.GetFeedbackBreakdownResponse:
+    return feedback_pb2.GetFeedbackBreakdownResponse(groups=[group_message(group) for group in groups])
+
+
+def comparison_response(comparison: Comparison) -> feedback_pb2.CompareFeedbackResponse:
+    return feedback_pb2.CompareFeedbackResponse(
+        baseline=group_message(comparison.baseline),
+        candidate=group_message(comparison.candidate),
+        difference=comparison.difference,
+        difference_lower=comparison.difference_lower,
+        difference_upper=comparison.difference_upper,
+        p_value=comparison.p_value,
+        tags=[
+            feedback_pb2.TagComparison(
+                tag=tag.tag,
+                baseline_count=tag.baseline_count,
+                candidate_count=tag.candidate_count,
+                baseline_share=tag.baseline_share,
+                candidate_share=tag.candidate_share,
+                p_value=tag.p_value,
+            )
+            for tag in comparison.tags
+        ],
+    )
+
+
+def export_response(page: ExportPage) -> feedback_pb2.ExportFeedbackResponse:
+    """A page of an export, each feedback with its run's labels."""
+    response = feedback_pb2.ExportFeedbackResponse(page_token=page.page_token)
+    add = response.feedback.add
+    for row in page.feedback:
+        exported = add()
+        _fill(exported.feedback, row)
+        labels = page.run_labels.get(row.run_id)
+        if labels:
+            exported.run_labels.update(labels)
+    return response

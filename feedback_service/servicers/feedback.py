@@ -15,9 +15,12 @@ from feedback_service.domain.changes import ChangeFeed
 from feedback_service.domain.feedback import FeedbackRules
 from feedback_service.servicers.convert import (
     BUCKETS,
+    breakdown_response,
     caller_feedback_response,
     change_message,
+    comparison_response,
     deadline,
+    export_response,
     feedback_message,
     feedback_page,
     optional_bool,
@@ -207,3 +210,50 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             current_access.get(), user_id=request.user_id, deadline=deadline(context)
         )
         return pb.DeleteUserFeedbackResponse(deleted_feedback=erased)
+
+    async def GetFeedbackBreakdown(
+        self, request: pb.GetFeedbackBreakdownRequest, context: Context
+    ) -> pb.GetFeedbackBreakdownResponse:
+        groups = await self._rules.breakdown(
+            current_access.get(),
+            label_key=request.label_key,
+            run_labels=dict(request.run_labels),
+            thread_id=request.thread_id,
+            start_time=optional_time(request, "start_time"),
+            end_time=optional_time(request, "end_time"),
+            confidence=request.confidence,
+            deadline=deadline(context),
+        )
+        return breakdown_response(groups)
+
+    async def CompareFeedback(
+        self, request: pb.CompareFeedbackRequest, context: Context
+    ) -> pb.CompareFeedbackResponse:
+        comparison = await self._rules.compare(
+            current_access.get(),
+            baseline_labels=dict(request.baseline_labels),
+            candidate_labels=dict(request.candidate_labels),
+            thread_id=request.thread_id,
+            start_time=optional_time(request, "start_time"),
+            end_time=optional_time(request, "end_time"),
+            confidence=request.confidence,
+            deadline=deadline(context),
+        )
+        return comparison_response(comparison)
+
+    async def ExportFeedback(self, request: pb.ExportFeedbackRequest, context: Context) -> None:
+        """Writes each page as it is read (the call is a server stream)."""
+        pages = self._rules.export(
+            run_labels=dict(request.run_labels),
+            thread_id=request.thread_id,
+            rating=request.rating,
+            tag=request.tag,
+            has_comment=optional_bool(request, "has_comment"),
+            created_after=optional_time(request, "created_after"),
+            created_before=optional_time(request, "created_before"),
+            page_token=request.page_token,
+            deadline=deadline(context),
+        )
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                await context.write(export_response(page))

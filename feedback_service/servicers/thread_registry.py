@@ -26,7 +26,10 @@ class ThreadRegistryServicer(thread_registry_pb2_grpc.ThreadRegistryServicer):
 
     async def RegisterRun(self, request: pb.RegisterRunRequest, context: Context) -> pb.Run:
         record = await self._rules.register_run(
-            thread_id=request.thread_id, run_id=request.run_id, deadline=deadline(context)
+            thread_id=request.thread_id,
+            run_id=request.run_id,
+            labels=dict(request.labels),
+            deadline=deadline(context),
         )
         return run_message(record)
 

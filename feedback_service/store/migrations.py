@@ -236,6 +236,33 @@ def _v5_change_log_and_request_ids(db: Dialect) -> None:
         apply_operations(migrator.add_index("feedback", ("user_id",), name="feedback_user_id"))
 
 
+def _v7_run_labels(db: Dialect) -> None:
+    """Run labels: the run_label table, one row per label of a run, keyed
+    by (run_id, key), with an index on (key, value, run_id) to select runs
+    by a label. Runs registered before it have no labels."""
+
+    class Base(Model):
+        class Meta:
+            database = db
+            legacy_table_names = False
+            table_settings = db.table_settings
+
+    class Run(Base):  # only what the foreign key refers to
+        run_id = CharField(128, primary_key=True)
+
+    class RunLabel(Base):
+        run = ForeignKeyField(Run, column_name="run_id", on_delete="CASCADE", index=False)
+        key = CharField(32)
+        value = CharField(128)
+
+        class Meta:
+            table_name = "run_label"
+            primary_key = CompositeKey("run", "key")
+            indexes = ((("key", "value", "run_id"), False),)
+
+    db.create_tables([RunLabel], safe=True)
+
+
 # (version, step): append new steps, never edit applied ones.
 MIGRATIONS: list[tuple[int, Callable[[Dialect], None]]] = [
     (1, _v1_create_tables),
@@ -243,6 +270,7 @@ MIGRATIONS: list[tuple[int, Callable[[Dialect], None]]] = [
     (3, _v3_tags_and_votes),
     (4, _v4_thread_vote_indexes),
     (5, _v5_change_log_and_request_ids),
+    (7, _v7_run_labels),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -27,7 +27,13 @@ from peewee import (
     TextField,
 )
 
-from feedback_service.domain.records import ID_MAX_LENGTH, TAG_MAX_LENGTH, TAGS_MAX
+from feedback_service.domain.records import (
+    ID_MAX_LENGTH,
+    LABEL_KEY_MAX_LENGTH,
+    LABEL_VALUE_MAX_LENGTH,
+    TAG_MAX_LENGTH,
+    TAGS_MAX,
+)
 
 # The `tags` column: up to TAGS_MAX tags joined by commas (no tag holds one).
 TAG_SEPARATOR = ","
@@ -64,6 +70,29 @@ class Run(BaseModel):
     thread = ForeignKeyField(Thread, column_name="thread_id", backref="runs", on_delete="CASCADE")
     thread_id: str  # the key's value, without loading the thread (peewee's accessor)
     created_at = BigIntegerField()
+
+
+class RunLabel(BaseModel):
+    """One label of a run (`release=2026.12.1`), written with the run and
+    never changed; deleted with it (ON DELETE CASCADE).
+
+    A table of its own rather than a column of the run: selecting runs by a
+    label (`key = value`) and grouping votes by a label's value are then
+    index lookups and joins, whatever the number of runs."""
+
+    # The primary key leads with the run: a run's labels, and the join from
+    # a vote's run to the value of one of its labels.
+    run = ForeignKeyField(Run, column_name="run_id", on_delete="CASCADE", index=False)
+    key = CharField(LABEL_KEY_MAX_LENGTH)
+    value = CharField(LABEL_VALUE_MAX_LENGTH)
+
+    class Meta:
+        table_name = "run_label"
+        primary_key = CompositeKey("run", "key")
+        indexes = (
+            # The runs carrying a label: a selection's starting point.
+            (("key", "value", "run_id"), False),
+        )
 
 
 class Feedback(BaseModel):
@@ -207,4 +236,4 @@ class SchemaVersion(BaseModel):
     version = IntegerField()
 
 
-MODELS = (Thread, Run, Feedback, FeedbackTag, FeedbackChange, FeedbackChangeLog, IdempotentRequest)
+MODELS = (Thread, Run, RunLabel, Feedback, FeedbackTag, FeedbackChange, FeedbackChangeLog, IdempotentRequest)

@@ -38,6 +38,7 @@ from feedback_service.domain.records import (
     ChangeKind,
     FeedbackDraft,
     FeedbackRow,
+    Labels,
     ListFilter,
     MessageStats,
     RequestClaim,
@@ -46,6 +47,7 @@ from feedback_service.domain.records import (
     TagCount,
     ThreadRecord,
     ThreadStats,
+    VoteCounts,
     may_use_thread,
 )
 from feedback_service.store import requests
@@ -56,6 +58,7 @@ from feedback_service.store.models import (
     Feedback,
     FeedbackTag,
     Run,
+    RunLabel,
     Thread,
     database,
     split_tags,
@@ -148,17 +151,41 @@ def register_thread(thread_id: str, owner_user_id: str) -> ThreadRecord:
 
 
 @short
-def register_run(thread_id: str, run_id: str) -> RunRecord:
+def register_run(thread_id: str, run_id: str, labels: Labels | None = None) -> RunRecord:
+    """Registers a run with its labels, or finds it registered with the same
+    ones; FAILED_PRECONDITION if it is in another thread or has other labels
+    (a run's labels never change)."""
+    wanted = tuple(sorted((labels or {}).items()))
     with database.atomic():
         # Locked, the thread (and so each of its runs) outlives this transaction.
         if _lock_thread(thread_id) is None:
             raise NotFound(f"thread {thread_id} is not registered")
-        Run.insert(run_id=run_id, thread=thread_id, created_at=now_us()).on_conflict_ignore().execute()
+        inserted = (
+            Run.insert(run_id=run_id, thread=thread_id, created_at=now_us())
+            .on_conflict_ignore()
+            .as_rowcount()
+            .execute()
+        )
+        if inserted and wanted:
+            rows = [(run_id, key, value) for key, value in wanted]
+            RunLabel.insert_many(rows, fields=LABEL_COLUMNS).execute()
         run = Run.get_or_none(Run.run_id == run_id)
+        stored = wanted if inserted else _run_labels(run_id)
     # None: the run was in another thread, deleted since (this call came first).
     if run is None or run.thread_id != thread_id:
         raise FailedPrecondition(f"run {run_id} already belongs to another thread")
-    return RunRecord(run.run_id, run.thread_id, run.created_at)
+    if stored != wanted:
+        raise FailedPrecondition(f"run {run_id} is already registered with other labels; labels never change")
+    return RunRecord(run.run_id, run.thread_id, run.created_at, stored)
+
+
+LABEL_COLUMNS = (RunLabel.run, RunLabel.key, RunLabel.value)
+
+
+def _run_labels(run_id: str) -> tuple[tuple[str, str], ...]:
+    """A run's labels, (key, value) sorted by key."""
+    query = RunLabel.select(RunLabel.key, RunLabel.value).where(RunLabel.run == run_id).order_by(RunLabel.key)
+    return tuple((key, value) for key, value in query.tuples())
 
 
 # The runs are locked before their feedback is deleted: no feedback can then
@@ -931,3 +958,212 @@ def time_series(
         lambda: with_thread_owner(thread_id, start, end),
     )
     return owner, [BucketCount(int(b), int(p or 0), int(n or 0)) for b, p, n in rows]
+
+
+# --- votes by run label -----------------------------------------------------------
+#
+# A vote's run carries labels (run_label: one row per (run_id, key)). A
+# selection (`release=1, model=m`) joins one run_label row per label, each
+# found through the primary key (run_id, key); grouping by a label's value
+# LEFT JOINs that key's row, so that runs without it form a NULL group.
+
+
+def _labelled_votes(
+    query: Select,
+    run: Any,
+    label_key: str | None,
+    group: Any,
+    keys: Sequence[str],
+    values: Sequence[str],
+) -> Select:
+    """`query` (votes, or their tags, whose run is the column `run`) joined
+    to the run labels it is grouped by and selected by."""
+    if label_key is not None:
+        query = query.join(group, JOIN.LEFT_OUTER, on=(group.run == run) & (group.key == label_key))
+    for index, (key, value) in enumerate(zip(keys, values, strict=True)):
+        label = RunLabel.alias(f"s{index}")
+        query = query.join(label, on=(label.run == run) & (label.key == key) & (label.value == value))
+    return query
+
+
+def _votes_where(thread_id: str | None, start: int | None, end: int | None) -> Any:
+    where = Feedback.message_id == VOTE
+    if thread_id is not None:
+        where &= Feedback.thread_id == thread_id
+    if start is not None:
+        where &= Feedback.created_at >= start
+    if end is not None:
+        where &= Feedback.created_at < end
+    return where
+
+
+def _label_votes_query(
+    label_key: str | None,
+    keys: Sequence[str],
+    values: Sequence[str],
+    thread_id: str | None,
+    start: int | None,
+    end: int | None,
+) -> Any:
+    """Rows (kind, label_value, tag, total, positive, negative), one
+    statement: COUNTS rows count the votes of the selected runs per value of
+    `label_key` (NULL: runs without it; one row in all without a key), TAGS
+    rows the votes carrying each tag per value."""
+    group = RunLabel.alias("g")
+    label_value = group.value if label_key is not None else Value(None)
+    counts: Select = Feedback.select(
+        Value(COUNTS).alias("kind"),
+        label_value.alias("label_value"),
+        Value("").alias("tag"),
+        fn.COUNT(Feedback.id).alias("total"),
+        _positive(),
+        _negative(),
+    )
+    counts = _labelled_votes(counts, Feedback.run, label_key, group, keys, values)
+    counts = counts.where(_votes_where(thread_id, start, end))
+    tags: Select = FeedbackTag.select(
+        Value(TAGS), label_value, FeedbackTag.tag, fn.COUNT(SQL("*")), Value(0), Value(0)
+    ).join(Feedback, on=FeedbackTag.feedback_row == Feedback.id)
+    tags = _labelled_votes(tags, FeedbackTag.run_id, label_key, group, keys, values)
+    tags = tags.where(_votes_where(thread_id, start, end) & (FeedbackTag.message_id == VOTE))
+    if label_key is not None:
+        counts = counts.group_by(group.value)
+        tags = tags.group_by(group.value, FeedbackTag.tag)
+    else:
+        tags = tags.group_by(FeedbackTag.tag)
+    return counts + tags  # UNION ALL
+
+
+_LABEL_VOTES_FIELDS = ["kind", "label_value", "tag", "total", "positive", "negative"]
+_LABEL_VOTES = Prepared(_label_votes_query)
+_LABEL_VOTES_WITH_OWNER = Prepared(
+    lambda thread_id, label_key, keys, values, start, end: _with_owner(
+        thread_id, _label_votes_query(label_key, keys, values, thread_id, start, end), _LABEL_VOTES_FIELDS
+    )
+)
+
+
+def _label_votes(
+    label_key: str | None, selection: Labels, thread_id: str | None, start: int | None, end: int | None
+) -> tuple[str | None, dict[str, VoteCounts]]:
+    """(the thread's owner, the votes per label value) of one statement; the
+    owner is read (in the same statement where the dialect prefers it) for a
+    named thread only, else None."""
+    keys, values = zip(*sorted(selection.items()), strict=True) if selection else ((), ())
+    args = (label_key, list(keys), list(values))
+    owner, rows = _read_with_owner(
+        thread_id or "",
+        thread_id is not None,
+        lambda: _LABEL_VOTES(*args, thread_id, start, end),
+        lambda: _LABEL_VOTES_WITH_OWNER(thread_id, *args, start, end),
+    )
+    counts: dict[str, tuple[int, int, int]] = {}
+    tags: dict[str, list[TagCount]] = {}
+    for kind, label_value, tag, total, positive, negative in rows:
+        value = label_value or ""
+        if kind == TAGS:
+            tags.setdefault(value, []).append(TagCount(tag, int(total)))
+        elif int(total):
+            counts[value] = (int(total), int(positive or 0), int(negative or 0))
+    return owner, {
+        value: VoteCounts(*counted, tags=tuple(sorted(tags.get(value, ()))))
+        for value, counted in counts.items()
+    }
+
+
+def votes_by_label(
+    label_key: str, selection: Labels, thread_id: str | None, start: int | None, end: int | None
+) -> tuple[str | None, dict[str, VoteCounts]]:
+    """The votes on the runs carrying every label of `selection` (on one
+    thread, or every thread when None; first given in [start, end), either
+    bound None for none), per value of `label_key` ('' for runs without it),
+    with their tags, in one statement; and the thread's owner when one is
+    named (None otherwise)."""
+    return _label_votes(label_key, selection, thread_id, start, end)
+
+
+def votes_of_selections(
+    selections: Sequence[Labels], thread_id: str | None, start: int | None, end: int | None
+) -> tuple[str | None, list[VoteCounts]]:
+    """The votes on the runs of each selection, as votes_by_label counts
+    them, one statement each; and the thread's owner when one is named."""
+    owner, results = None, []
+    for selection in selections:
+        owner, counted = _label_votes(None, selection, thread_id, start, end)
+        results.append(counted.get("", VoteCounts(0, 0, 0)))
+    return owner, results
+
+
+# --- export -------------------------------------------------------------------------
+
+
+def _export_query(
+    keys: Sequence[str],
+    values: Sequence[str],
+    thread_id: str | None,
+    after_id: int,
+    limit: int,
+    rating: int | None,
+    has_comment: int | None,
+    tag: str | None,
+    created_after: int | None,
+    created_before: int | None,
+) -> Any:
+    """The next `limit` feedback after a row id that the filters keep, in row
+    id order (the primary key's), on the runs carrying every label of
+    (keys, values). Arguments that are None filter nothing."""
+    query = _labelled_votes(Feedback.select(*FEEDBACK_COLUMNS), Feedback.run, None, None, keys, values)
+    where = Feedback.id > after_id
+    if thread_id is not None:
+        where &= Feedback.thread_id == thread_id
+    if rating is not None:
+        where &= Feedback.rating == rating
+    if has_comment is not None:  # 1: with a comment, 0: without
+        where &= Case(None, [(Feedback.comment == "", 0)], 1) == has_comment
+    if created_after is not None:
+        where &= Feedback.created_at >= created_after
+    if created_before is not None:
+        where &= Feedback.created_at < created_before
+    if tag is not None:  # the primary key of feedback_tag answers for each row
+        where &= fn.EXISTS(
+            FeedbackTag.select(SQL("1")).where(
+                (FeedbackTag.feedback_row == Feedback.id) & (FeedbackTag.tag == tag)
+            )
+        )
+    return query.where(where).order_by(Feedback.id).limit(limit)
+
+
+_EXPORT = Prepared(_export_query)
+_LABELS_OF_RUNS = Prepared(
+    lambda run_ids: RunLabel.select(RunLabel.run, RunLabel.key, RunLabel.value).where(
+        RunLabel.run.in_(run_ids)
+    )
+)
+
+
+def export_page(
+    selection: Labels, thread_id: str | None, after_id: int, limit: int, kept: ListFilter
+) -> tuple[list[FeedbackRow], dict[str, Labels]]:
+    """A page of the export: at most `limit` feedback after a row id that the
+    selection and the filter keep, oldest first, and the labels of their runs
+    (runs without labels left out). Two statements, no transaction kept."""
+    keys, values = zip(*sorted(selection.items()), strict=True) if selection else ((), ())
+    statement = _EXPORT(
+        list(keys),
+        list(values),
+        thread_id,
+        after_id,
+        limit,
+        kept.rating,
+        None if kept.has_comment is None else int(kept.has_comment),
+        kept.tag or None,
+        kept.created_after,
+        kept.created_before,
+    )
+    rows = [_feedback_row(row) for row in database.execute_sql(*statement).fetchall()]
+    labels: dict[str, Labels] = {}
+    run_ids = list(dict.fromkeys(row.run_id for row in rows))
+    if run_ids:
+        for run_id, key, value in database.execute_sql(*_LABELS_OF_RUNS(run_ids)).fetchall():
+            labels.setdefault(run_id, {})[key] = value
+    return rows, labels

@@ -1187,3 +1187,546 @@ class DeleteUserFeedbackResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteUserFeedbackResponse: _TypeAlias = DeleteUserFeedbackResponse  # noqa: Y015
+
+@_typing.final
+class GetFeedbackBreakdownRequest(_message.Message):
+    """Request of GetFeedbackBreakdown."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RunLabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    LABEL_KEY_FIELD_NUMBER: _builtins.int
+    RUN_LABELS_FIELD_NUMBER: _builtins.int
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    label_key: _builtins.str
+    """The run label to group by (a key such as `release`). Required; a key
+    matches `[a-z][a-z0-9_]{0,31}`, else INVALID_ARGUMENT.
+    """
+    thread_id: _builtins.str
+    """The thread to count; empty for every thread, which only a service acting
+    as itself may ask (anyone else gets PERMISSION_DENIED).
+    """
+    confidence: _builtins.float
+    """The confidence level of the intervals: 0 means 0.95; anything else must
+    be strictly between 0.5 and 1, else INVALID_ARGUMENT.
+    """
+    @_builtins.property
+    def run_labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Optional: count only the runs carrying every one of these labels (at
+        most 8, each as in RegisterRunRequest.labels, else INVALID_ARGUMENT
+        naming `run_labels[key]`); empty for every run.
+        """
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Optional: count only votes first given (created_at) at or after this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Optional: count only votes first given before this time (exclusive).
+        With both set, it must be later than start_time, else INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        label_key: _builtins.str = ...,
+        run_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        thread_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        confidence: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "end_time", b"end_time", "label_key", b"label_key", "run_labels", b"run_labels", "start_time", b"start_time", "thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFeedbackBreakdownRequest: _TypeAlias = GetFeedbackBreakdownRequest  # noqa: Y015
+
+@_typing.final
+class FeedbackGroup(_message.Message):
+    """The votes on a set of runs (one value of a label, or one side of a
+    comparison), and what they say about the positive rate.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABEL_VALUE_FIELD_NUMBER: _builtins.int
+    VOTES_FIELD_NUMBER: _builtins.int
+    POSITIVE_FIELD_NUMBER: _builtins.int
+    NEGATIVE_FIELD_NUMBER: _builtins.int
+    POSITIVE_RATE_FIELD_NUMBER: _builtins.int
+    POSITIVE_RATE_LOWER_FIELD_NUMBER: _builtins.int
+    POSITIVE_RATE_UPPER_FIELD_NUMBER: _builtins.int
+    TAG_COUNTS_FIELD_NUMBER: _builtins.int
+    label_value: _builtins.str
+    """The label's value shared by the group's runs; empty for the runs without
+    the label, and for both sides of CompareFeedback.
+    """
+    votes: _builtins.int
+    """Votes on the group's runs (run-level feedback, one per user and run)."""
+    positive: _builtins.int
+    """Of those, the votes rated +1."""
+    negative: _builtins.int
+    """Of those, the votes rated -1."""
+    positive_rate: _builtins.float
+    """positive / votes; 0 when there are no votes."""
+    positive_rate_lower: _builtins.float
+    """The lower bound of the Wilson score interval of the positive rate at the
+    request's confidence; 0 when there are no votes.
+    """
+    positive_rate_upper: _builtins.float
+    """The upper bound of that interval; 1 when there are no votes."""
+    @_builtins.property
+    def tag_counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___TagCount]:
+        """How many of the votes carry each tag, sorted by tag; tags no vote
+        carries are left out (as in FeedbackStats).
+        """
+
+    def __init__(
+        self,
+        *,
+        label_value: _builtins.str = ...,
+        votes: _builtins.int = ...,
+        positive: _builtins.int = ...,
+        negative: _builtins.int = ...,
+        positive_rate: _builtins.float = ...,
+        positive_rate_lower: _builtins.float = ...,
+        positive_rate_upper: _builtins.float = ...,
+        tag_counts: _abc.Iterable[Global___TagCount] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label_value", b"label_value", "negative", b"negative", "positive", b"positive", "positive_rate", b"positive_rate", "positive_rate_lower", b"positive_rate_lower", "positive_rate_upper", b"positive_rate_upper", "tag_counts", b"tag_counts", "votes", b"votes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeedbackGroup: _TypeAlias = FeedbackGroup  # noqa: Y015
+
+@_typing.final
+class GetFeedbackBreakdownResponse(_message.Message):
+    """Response of GetFeedbackBreakdown."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeedbackGroup]:
+        """One group per value of the label among the counted votes, most votes
+        first (ties by label_value); empty when no vote was counted.
+        """
+
+    def __init__(
+        self,
+        *,
+        groups: _abc.Iterable[Global___FeedbackGroup] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFeedbackBreakdownResponse: _TypeAlias = GetFeedbackBreakdownResponse  # noqa: Y015
+
+@_typing.final
+class CompareFeedbackRequest(_message.Message):
+    """Request of CompareFeedback."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class BaselineLabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class CandidateLabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    BASELINE_LABELS_FIELD_NUMBER: _builtins.int
+    CANDIDATE_LABELS_FIELD_NUMBER: _builtins.int
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """The thread to count; empty for every thread, which only a service acting
+    as itself may ask (anyone else gets PERMISSION_DENIED).
+    """
+    confidence: _builtins.float
+    """The confidence level of the intervals: 0 means 0.95; anything else must
+    be strictly between 0.5 and 1, else INVALID_ARGUMENT.
+    """
+    @_builtins.property
+    def baseline_labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The runs to compare against: those carrying every one of these labels.
+        Required, 1 to 8 labels, each as in RegisterRunRequest.labels, else
+        INVALID_ARGUMENT naming `baseline_labels[key]`.
+        """
+
+    @_builtins.property
+    def candidate_labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The runs being judged: those carrying every one of these labels.
+        Required, as baseline_labels.
+        """
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Optional: count only votes first given (created_at) at or after this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Optional: count only votes first given before this time (exclusive).
+        With both set, it must be later than start_time, else INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        baseline_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        candidate_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        thread_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        confidence: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_labels", b"baseline_labels", "candidate_labels", b"candidate_labels", "confidence", b"confidence", "end_time", b"end_time", "start_time", b"start_time", "thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompareFeedbackRequest: _TypeAlias = CompareFeedbackRequest  # noqa: Y015
+
+@_typing.final
+class CompareFeedbackResponse(_message.Message):
+    """Response of CompareFeedback."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASELINE_FIELD_NUMBER: _builtins.int
+    CANDIDATE_FIELD_NUMBER: _builtins.int
+    DIFFERENCE_FIELD_NUMBER: _builtins.int
+    DIFFERENCE_LOWER_FIELD_NUMBER: _builtins.int
+    DIFFERENCE_UPPER_FIELD_NUMBER: _builtins.int
+    P_VALUE_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    difference: _builtins.float
+    """The candidate's positive_rate minus the baseline's: above 0 when the
+    candidate is rated better.
+    """
+    difference_lower: _builtins.float
+    """The lower bound of Newcombe's hybrid score interval of the difference
+    (built from the two Wilson intervals) at the request's confidence; -1
+    when either side has no votes.
+    """
+    difference_upper: _builtins.float
+    """The upper bound of that interval; 1 when either side has no votes."""
+    p_value: _builtins.float
+    """The two-sided p-value of the two-proportion z-test with pooled variance
+    that both positive rates are equal: small when the difference is
+    unlikely to be chance. 1 when either side has no votes or the pooled
+    variance is zero (both sides all positive, or all negative).
+    """
+    @_builtins.property
+    def baseline(self) -> Global___FeedbackGroup:
+        """The votes on the baseline's runs."""
+
+    @_builtins.property
+    def candidate(self) -> Global___FeedbackGroup:
+        """The votes on the candidate's runs."""
+
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___TagComparison]:
+        """Each tag that either side's votes carry, sorted by tag."""
+
+    def __init__(
+        self,
+        *,
+        baseline: Global___FeedbackGroup | None = ...,
+        candidate: Global___FeedbackGroup | None = ...,
+        difference: _builtins.float = ...,
+        difference_lower: _builtins.float = ...,
+        difference_upper: _builtins.float = ...,
+        p_value: _builtins.float = ...,
+        tags: _abc.Iterable[Global___TagComparison] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "candidate", b"candidate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "candidate", b"candidate", "difference", b"difference", "difference_lower", b"difference_lower", "difference_upper", b"difference_upper", "p_value", b"p_value", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompareFeedbackResponse: _TypeAlias = CompareFeedbackResponse  # noqa: Y015
+
+@_typing.final
+class TagComparison(_message.Message):
+    """How often one tag was given on each side of a comparison."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAG_FIELD_NUMBER: _builtins.int
+    BASELINE_COUNT_FIELD_NUMBER: _builtins.int
+    CANDIDATE_COUNT_FIELD_NUMBER: _builtins.int
+    BASELINE_SHARE_FIELD_NUMBER: _builtins.int
+    CANDIDATE_SHARE_FIELD_NUMBER: _builtins.int
+    P_VALUE_FIELD_NUMBER: _builtins.int
+    tag: _builtins.str
+    """The tag."""
+    baseline_count: _builtins.int
+    """The baseline's votes carrying the tag."""
+    candidate_count: _builtins.int
+    """The candidate's votes carrying the tag."""
+    baseline_share: _builtins.float
+    """baseline_count / the baseline's votes; 0 when it has none."""
+    candidate_share: _builtins.float
+    """candidate_count / the candidate's votes; 0 when it has none."""
+    p_value: _builtins.float
+    """The two-sided p-value of the same z-test on the two shares; 1 when either
+    side has no votes or the pooled variance is zero.
+    """
+    def __init__(
+        self,
+        *,
+        tag: _builtins.str = ...,
+        baseline_count: _builtins.int = ...,
+        candidate_count: _builtins.int = ...,
+        baseline_share: _builtins.float = ...,
+        candidate_share: _builtins.float = ...,
+        p_value: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_count", b"baseline_count", "baseline_share", b"baseline_share", "candidate_count", b"candidate_count", "candidate_share", b"candidate_share", "p_value", b"p_value", "tag", b"tag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TagComparison: _TypeAlias = TagComparison  # noqa: Y015
+
+@_typing.final
+class ExportFeedbackRequest(_message.Message):
+    """Request of ExportFeedback."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RunLabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    RUN_LABELS_FIELD_NUMBER: _builtins.int
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    RATING_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    HAS_COMMENT_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """Optional: only feedback on this thread; empty for every thread."""
+    rating: _builtins.int
+    """Optional filter: 1 for thumbs up only, -1 for thumbs down only; 0 (the
+    default) for both. Anything else is INVALID_ARGUMENT.
+    """
+    tag: _builtins.str
+    """Optional filter: only feedback carrying this tag, one of the server's
+    vocabulary (else INVALID_ARGUMENT); empty for any.
+    """
+    has_comment: _builtins.bool
+    """Optional filter: true for feedback with a comment only, false for
+    feedback without one only; unset for both.
+    """
+    page_token: _builtins.str
+    """The `page_token` of the last message received, to resume after it, with
+    the same filters; empty to start from the oldest feedback. A token from
+    elsewhere, or reused with other filters, is INVALID_ARGUMENT.
+    """
+    @_builtins.property
+    def run_labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Optional: only feedback on runs carrying every one of these labels (at
+        most 8, each as in RegisterRunRequest.labels, else INVALID_ARGUMENT
+        naming `run_labels[key]`); empty for every run.
+        """
+
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Optional filter: only feedback created at or after this time."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Optional filter: only feedback created before this time (exclusive).
+        With both set, created_after must be earlier, else INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        run_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        thread_id: _builtins.str = ...,
+        rating: _builtins.int = ...,
+        tag: _builtins.str = ...,
+        has_comment: _builtins.bool | None = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_has_comment", b"_has_comment", "created_after", b"created_after", "created_before", b"created_before", "has_comment", b"has_comment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_has_comment", b"_has_comment", "created_after", b"created_after", "created_before", b"created_before", "has_comment", b"has_comment", "page_token", b"page_token", "rating", b"rating", "run_labels", b"run_labels", "tag", b"tag", "thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__has_comment: _TypeAlias = _typing.Literal["has_comment"]  # noqa: Y015
+    _WhichOneofArgType__has_comment: _TypeAlias = _typing.Literal["_has_comment", b"_has_comment"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__has_comment) -> _WhichOneofReturnType__has_comment | None: ...
+
+Global___ExportFeedbackRequest: _TypeAlias = ExportFeedbackRequest  # noqa: Y015
+
+@_typing.final
+class ExportFeedbackResponse(_message.Message):
+    """One message of ExportFeedback: a page of feedback."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_token: _builtins.str
+    """Pass as `page_token` (with the same filters) to resume after this page."""
+    @_builtins.property
+    def feedback(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExportedFeedback]:
+        """The page's feedback, oldest first; at most 200, and fewer when they
+        would pass 1 MiB serialized.
+        """
+
+    def __init__(
+        self,
+        *,
+        feedback: _abc.Iterable[Global___ExportedFeedback] | None = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportFeedbackResponse: _TypeAlias = ExportFeedbackResponse  # noqa: Y015
+
+@_typing.final
+class ExportedFeedback(_message.Message):
+    """One exported feedback, with its run's labels."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RunLabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    RUN_LABELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def feedback(self) -> Global___Feedback:
+        """The feedback."""
+
+    @_builtins.property
+    def run_labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The labels of the feedback's run, as registered; empty when it has none."""
+
+    def __init__(
+        self,
+        *,
+        feedback: Global___Feedback | None = ...,
+        run_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback", "run_labels", b"run_labels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportedFeedback: _TypeAlias = ExportedFeedback  # noqa: Y015

@@ -115,6 +115,21 @@ class FeedbackServiceStub:
                 request_serializer=feedback_dot_v1_dot_feedback__pb2.DeleteUserFeedbackRequest.SerializeToString,
                 response_deserializer=feedback_dot_v1_dot_feedback__pb2.DeleteUserFeedbackResponse.FromString,
                 _registered_method=True)
+        self.GetFeedbackBreakdown = channel.unary_unary(
+                '/feedback.v1.FeedbackService/GetFeedbackBreakdown',
+                request_serializer=feedback_dot_v1_dot_feedback__pb2.GetFeedbackBreakdownRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__pb2.GetFeedbackBreakdownResponse.FromString,
+                _registered_method=True)
+        self.CompareFeedback = channel.unary_unary(
+                '/feedback.v1.FeedbackService/CompareFeedback',
+                request_serializer=feedback_dot_v1_dot_feedback__pb2.CompareFeedbackRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__pb2.CompareFeedbackResponse.FromString,
+                _registered_method=True)
+        self.ExportFeedback = channel.unary_stream(
+                '/feedback.v1.FeedbackService/ExportFeedback',
+                request_serializer=feedback_dot_v1_dot_feedback__pb2.ExportFeedbackRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__pb2.ExportFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class FeedbackServiceServicer:
@@ -307,6 +322,52 @@ class FeedbackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFeedbackBreakdown(self, request, context):
+        """Votes (run-level feedback, one per user and run, as every count here)
+        grouped by the value of one run label (`label_key`), with the positive
+        rate and its Wilson score interval per group: "how is each release
+        doing?". Only runs carrying every one of `run_labels` are counted; runs
+        without the label form a group with an empty `label_value`. Needs
+        `threads:read`. With a `thread_id`, passes for an owned, shared or
+        unregistered thread; an empty thread_id counts every thread, which only
+        a service acting as itself may ask (anyone else gets PERMISSION_DENIED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompareFeedback(self, request, context):
+        """Two sets of runs side by side, each selected by run labels: is the
+        candidate (say `release=2026.12.1`) better or worse than the baseline
+        (`release=2026.11.3`), by how much, and how sure is that? Answers each
+        side's votes with their Wilson interval, the difference of the positive
+        rates with Newcombe's hybrid score interval, the p-value of a two-sided
+        two-proportion z-test, and the same test for each tag. A run carrying
+        both sets' labels counts on both sides. Same access rules as
+        GetFeedbackBreakdown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportFeedback(self, request, context):
+        """Streams every feedback (run-level and message-level) that the filters
+        keep, oldest first, each with its run's labels: for loading the feedback
+        into a notebook or a warehouse. Each message holds a page of feedback and
+        the `page_token` to resume after it: a call with that token (and the same
+        filters) continues with the next feedback, no gap and no repeat. The
+        stream ends once everything has been sent. Each page is read on its own,
+        so no transaction is held while the caller reads; feedback written during
+        the export may or may not be included. Only services acting as themselves
+        may call it (`threads:read`); anyone else gets PERMISSION_DENIED. Bounded
+        like StreamFeedbackChanges: its streams count against
+        FEEDBACK_MAX_CHANGE_STREAMS (64) per server process; one more is
+        RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeedbackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -374,6 +435,21 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
                     servicer.DeleteUserFeedback,
                     request_deserializer=feedback_dot_v1_dot_feedback__pb2.DeleteUserFeedbackRequest.FromString,
                     response_serializer=feedback_dot_v1_dot_feedback__pb2.DeleteUserFeedbackResponse.SerializeToString,
+            ),
+            'GetFeedbackBreakdown': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFeedbackBreakdown,
+                    request_deserializer=feedback_dot_v1_dot_feedback__pb2.GetFeedbackBreakdownRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__pb2.GetFeedbackBreakdownResponse.SerializeToString,
+            ),
+            'CompareFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareFeedback,
+                    request_deserializer=feedback_dot_v1_dot_feedback__pb2.CompareFeedbackRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__pb2.CompareFeedbackResponse.SerializeToString,
+            ),
+            'ExportFeedback': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportFeedback,
+                    request_deserializer=feedback_dot_v1_dot_feedback__pb2.ExportFeedbackRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__pb2.ExportFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -743,6 +819,87 @@ class FeedbackService:
             '/feedback.v1.FeedbackService/DeleteUserFeedback',
             feedback_dot_v1_dot_feedback__pb2.DeleteUserFeedbackRequest.SerializeToString,
             feedback_dot_v1_dot_feedback__pb2.DeleteUserFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFeedbackBreakdown(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/GetFeedbackBreakdown',
+            feedback_dot_v1_dot_feedback__pb2.GetFeedbackBreakdownRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__pb2.GetFeedbackBreakdownResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/CompareFeedback',
+            feedback_dot_v1_dot_feedback__pb2.CompareFeedbackRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__pb2.CompareFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/ExportFeedback',
+            feedback_dot_v1_dot_feedback__pb2.ExportFeedbackRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__pb2.ExportFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -168,6 +168,40 @@ class FeedbackServiceStub:
     PERMISSION_DENIED. The server logs each erasure with the calling service
     and the user id, never a comment.
     """
+    GetFeedbackBreakdown: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.GetFeedbackBreakdownRequest, _feedback_pb2.GetFeedbackBreakdownResponse]
+    """Votes (run-level feedback, one per user and run, as every count here)
+    grouped by the value of one run label (`label_key`), with the positive
+    rate and its Wilson score interval per group: "how is each release
+    doing?". Only runs carrying every one of `run_labels` are counted; runs
+    without the label form a group with an empty `label_value`. Needs
+    `threads:read`. With a `thread_id`, passes for an owned, shared or
+    unregistered thread; an empty thread_id counts every thread, which only
+    a service acting as itself may ask (anyone else gets PERMISSION_DENIED).
+    """
+    CompareFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.CompareFeedbackRequest, _feedback_pb2.CompareFeedbackResponse]
+    """Two sets of runs side by side, each selected by run labels: is the
+    candidate (say `release=2026.12.1`) better or worse than the baseline
+    (`release=2026.11.3`), by how much, and how sure is that? Answers each
+    side's votes with their Wilson interval, the difference of the positive
+    rates with Newcombe's hybrid score interval, the p-value of a two-sided
+    two-proportion z-test, and the same test for each tag. A run carrying
+    both sets' labels counts on both sides. Same access rules as
+    GetFeedbackBreakdown.
+    """
+    ExportFeedback: _grpc.UnaryStreamMultiCallable[_feedback_pb2.ExportFeedbackRequest, _feedback_pb2.ExportFeedbackResponse]
+    """Streams every feedback (run-level and message-level) that the filters
+    keep, oldest first, each with its run's labels: for loading the feedback
+    into a notebook or a warehouse. Each message holds a page of feedback and
+    the `page_token` to resume after it: a call with that token (and the same
+    filters) continues with the next feedback, no gap and no repeat. The
+    stream ends once everything has been sent. Each page is read on its own,
+    so no transaction is held while the caller reads; feedback written during
+    the export may or may not be included. Only services acting as themselves
+    may call it (`threads:read`); anyone else gets PERMISSION_DENIED. Bounded
+    like StreamFeedbackChanges: its streams count against
+    FEEDBACK_MAX_CHANGE_STREAMS (64) per server process; one more is
+    RESOURCE_EXHAUSTED.
+    """
 
 @_typing.type_check_only
 class FeedbackServiceAsyncStub(FeedbackServiceStub):
@@ -308,6 +342,40 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     as themselves may call it (`threads:delete`); anyone else gets
     PERMISSION_DENIED. The server logs each erasure with the calling service
     and the user id, never a comment.
+    """
+    GetFeedbackBreakdown: _aio.UnaryUnaryMultiCallable[_feedback_pb2.GetFeedbackBreakdownRequest, _feedback_pb2.GetFeedbackBreakdownResponse]  # type: ignore[assignment]
+    """Votes (run-level feedback, one per user and run, as every count here)
+    grouped by the value of one run label (`label_key`), with the positive
+    rate and its Wilson score interval per group: "how is each release
+    doing?". Only runs carrying every one of `run_labels` are counted; runs
+    without the label form a group with an empty `label_value`. Needs
+    `threads:read`. With a `thread_id`, passes for an owned, shared or
+    unregistered thread; an empty thread_id counts every thread, which only
+    a service acting as itself may ask (anyone else gets PERMISSION_DENIED).
+    """
+    CompareFeedback: _aio.UnaryUnaryMultiCallable[_feedback_pb2.CompareFeedbackRequest, _feedback_pb2.CompareFeedbackResponse]  # type: ignore[assignment]
+    """Two sets of runs side by side, each selected by run labels: is the
+    candidate (say `release=2026.12.1`) better or worse than the baseline
+    (`release=2026.11.3`), by how much, and how sure is that? Answers each
+    side's votes with their Wilson interval, the difference of the positive
+    rates with Newcombe's hybrid score interval, the p-value of a two-sided
+    two-proportion z-test, and the same test for each tag. A run carrying
+    both sets' labels counts on both sides. Same access rules as
+    GetFeedbackBreakdown.
+    """
+    ExportFeedback: _aio.UnaryStreamMultiCallable[_feedback_pb2.ExportFeedbackRequest, _feedback_pb2.ExportFeedbackResponse]  # type: ignore[assignment]
+    """Streams every feedback (run-level and message-level) that the filters
+    keep, oldest first, each with its run's labels: for loading the feedback
+    into a notebook or a warehouse. Each message holds a page of feedback and
+    the `page_token` to resume after it: a call with that token (and the same
+    filters) continues with the next feedback, no gap and no repeat. The
+    stream ends once everything has been sent. Each page is read on its own,
+    so no transaction is held while the caller reads; feedback written during
+    the export may or may not be included. Only services acting as themselves
+    may call it (`threads:read`); anyone else gets PERMISSION_DENIED. Bounded
+    like StreamFeedbackChanges: its streams count against
+    FEEDBACK_MAX_CHANGE_STREAMS (64) per server process; one more is
+    RESOURCE_EXHAUSTED.
     """
 
 class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -524,6 +592,58 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         as themselves may call it (`threads:delete`); anyone else gets
         PERMISSION_DENIED. The server logs each erasure with the calling service
         and the user id, never a comment.
+        """
+
+    @_abc_1.abstractmethod
+    def GetFeedbackBreakdown(
+        self,
+        request: _feedback_pb2.GetFeedbackBreakdownRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_pb2.GetFeedbackBreakdownResponse, _abc.Awaitable[_feedback_pb2.GetFeedbackBreakdownResponse]]:
+        """Votes (run-level feedback, one per user and run, as every count here)
+        grouped by the value of one run label (`label_key`), with the positive
+        rate and its Wilson score interval per group: "how is each release
+        doing?". Only runs carrying every one of `run_labels` are counted; runs
+        without the label form a group with an empty `label_value`. Needs
+        `threads:read`. With a `thread_id`, passes for an owned, shared or
+        unregistered thread; an empty thread_id counts every thread, which only
+        a service acting as itself may ask (anyone else gets PERMISSION_DENIED).
+        """
+
+    @_abc_1.abstractmethod
+    def CompareFeedback(
+        self,
+        request: _feedback_pb2.CompareFeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_pb2.CompareFeedbackResponse, _abc.Awaitable[_feedback_pb2.CompareFeedbackResponse]]:
+        """Two sets of runs side by side, each selected by run labels: is the
+        candidate (say `release=2026.12.1`) better or worse than the baseline
+        (`release=2026.11.3`), by how much, and how sure is that? Answers each
+        side's votes with their Wilson interval, the difference of the positive
+        rates with Newcombe's hybrid score interval, the p-value of a two-sided
+        two-proportion z-test, and the same test for each tag. A run carrying
+        both sets' labels counts on both sides. Same access rules as
+        GetFeedbackBreakdown.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportFeedback(
+        self,
+        request: _feedback_pb2.ExportFeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_feedback_pb2.ExportFeedbackResponse], _abc.AsyncIterator[_feedback_pb2.ExportFeedbackResponse]]:
+        """Streams every feedback (run-level and message-level) that the filters
+        keep, oldest first, each with its run's labels: for loading the feedback
+        into a notebook or a warehouse. Each message holds a page of feedback and
+        the `page_token` to resume after it: a call with that token (and the same
+        filters) continues with the next feedback, no gap and no repeat. The
+        stream ends once everything has been sent. Each page is read on its own,
+        so no transaction is held while the caller reads; feedback written during
+        the export may or may not be included. Only services acting as themselves
+        may call it (`threads:read`); anyone else gets PERMISSION_DENIED. Bounded
+        like StreamFeedbackChanges: its streams count against
+        FEEDBACK_MAX_CHANGE_STREAMS (64) per server process; one more is
+        RESOURCE_EXHAUSTED.
         """
 
 def add_FeedbackServiceServicer_to_server(servicer: FeedbackServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

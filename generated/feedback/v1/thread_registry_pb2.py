@@ -26,13 +26,17 @@ from feedback.v1 import access_pb2 as feedback_dot_v1_dot_access__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!feedback/v1/thread_registry.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x18\x66\x65\x65\x64\x62\x61\x63k/v1/access.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n\x06Thread\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x15\n\rowner_user_id\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x15RegisterThreadRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x15\n\rowner_user_id\x18\x02 \x01(\t\"7\n\x12RegisterRunRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\"(\n\x13\x44\x65leteThreadRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\"F\n\x14\x44\x65leteThreadResponse\x12\x14\n\x0c\x64\x65leted_runs\x18\x01 \x01(\x05\x12\x18\n\x10\x64\x65leted_feedback\x18\x02 \x01(\x05\x32\x96\x02\n\x0eThreadRegistry\x12U\n\x0eRegisterThread\x12\".feedback.v1.RegisterThreadRequest\x1a\x13.feedback.v1.Thread\"\n\x8a\xb5\x18\x06\x08\x02\x10\x01\x18\x03\x12L\n\x0bRegisterRun\x12\x1f.feedback.v1.RegisterRunRequest\x1a\x10.feedback.v1.Run\"\n\x8a\xb5\x18\x06\x08\x02\x10\x01\x18\x03\x12_\n\x0c\x44\x65leteThread\x12 .feedback.v1.DeleteThreadRequest\x1a!.feedback.v1.DeleteThreadResponse\"\n\x8a\xb5\x18\x06\x08\x03\x10\x01\x18\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!feedback/v1/thread_registry.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x18\x66\x65\x65\x64\x62\x61\x63k/v1/access.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n\x06Thread\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x15\n\rowner_user_id\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb5\x01\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x06labels\x18\x04 \x03(\x0b\x32\x1c.feedback.v1.Run.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x15RegisterThreadRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x15\n\rowner_user_id\x18\x02 \x01(\t\"\xa3\x01\n\x12RegisterRunRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12;\n\x06labels\x18\x03 \x03(\x0b\x32+.feedback.v1.RegisterRunRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"(\n\x13\x44\x65leteThreadRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\"F\n\x14\x44\x65leteThreadResponse\x12\x14\n\x0c\x64\x65leted_runs\x18\x01 \x01(\x05\x12\x18\n\x10\x64\x65leted_feedback\x18\x02 \x01(\x05\x32\x96\x02\n\x0eThreadRegistry\x12U\n\x0eRegisterThread\x12\".feedback.v1.RegisterThreadRequest\x1a\x13.feedback.v1.Thread\"\n\x8a\xb5\x18\x06\x08\x02\x10\x01\x18\x03\x12L\n\x0bRegisterRun\x12\x1f.feedback.v1.RegisterRunRequest\x1a\x10.feedback.v1.Run\"\n\x8a\xb5\x18\x06\x08\x02\x10\x01\x18\x03\x12_\n\x0c\x44\x65leteThread\x12 .feedback.v1.DeleteThreadRequest\x1a!.feedback.v1.DeleteThreadResponse\"\n\x8a\xb5\x18\x06\x08\x03\x10\x01\x18\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'feedback.v1.thread_registry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_RUN_LABELSENTRY']._loaded_options = None
+  _globals['_RUN_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_REGISTERRUNREQUEST_LABELSENTRY']._loaded_options = None
+  _globals['_REGISTERRUNREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_THREADREGISTRY'].methods_by_name['RegisterThread']._loaded_options = None
   _globals['_THREADREGISTRY'].methods_by_name['RegisterThread']._serialized_options = b'\212\265\030\006\010\002\020\001\030\003'
   _globals['_THREADREGISTRY'].methods_by_name['RegisterRun']._loaded_options = None
@@ -41,16 +45,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_THREADREGISTRY'].methods_by_name['DeleteThread']._serialized_options = b'\212\265\030\006\010\003\020\001\030\003'
   _globals['_THREAD']._serialized_start=109
   _globals['_THREAD']._serialized_end=207
-  _globals['_RUN']._serialized_start=209
-  _globals['_RUN']._serialized_end=297
-  _globals['_REGISTERTHREADREQUEST']._serialized_start=299
-  _globals['_REGISTERTHREADREQUEST']._serialized_end=364
-  _globals['_REGISTERRUNREQUEST']._serialized_start=366
-  _globals['_REGISTERRUNREQUEST']._serialized_end=421
-  _globals['_DELETETHREADREQUEST']._serialized_start=423
-  _globals['_DELETETHREADREQUEST']._serialized_end=463
-  _globals['_DELETETHREADRESPONSE']._serialized_start=465
-  _globals['_DELETETHREADRESPONSE']._serialized_end=535
-  _globals['_THREADREGISTRY']._serialized_start=538
-  _globals['_THREADREGISTRY']._serialized_end=816
+  _globals['_RUN']._serialized_start=210
+  _globals['_RUN']._serialized_end=391
+  _globals['_RUN_LABELSENTRY']._serialized_start=346
+  _globals['_RUN_LABELSENTRY']._serialized_end=391
+  _globals['_REGISTERTHREADREQUEST']._serialized_start=393
+  _globals['_REGISTERTHREADREQUEST']._serialized_end=458
+  _globals['_REGISTERRUNREQUEST']._serialized_start=461
+  _globals['_REGISTERRUNREQUEST']._serialized_end=624
+  _globals['_REGISTERRUNREQUEST_LABELSENTRY']._serialized_start=346
+  _globals['_REGISTERRUNREQUEST_LABELSENTRY']._serialized_end=391
+  _globals['_DELETETHREADREQUEST']._serialized_start=626
+  _globals['_DELETETHREADREQUEST']._serialized_end=666
+  _globals['_DELETETHREADRESPONSE']._serialized_start=668
+  _globals['_DELETETHREADRESPONSE']._serialized_end=738
+  _globals['_THREADREGISTRY']._serialized_start=741
+  _globals['_THREADREGISTRY']._serialized_end=1019
 # @@protoc_insertion_point(module_scope)

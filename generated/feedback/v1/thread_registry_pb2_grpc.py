@@ -70,9 +70,11 @@ class ThreadRegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RegisterRun(self, request, context):
-        """Registers a run inside a registered thread (else NOT_FOUND). Idempotent:
-        registering it into the same thread again returns it unchanged; a run that
-        already belongs to another thread is FAILED_PRECONDITION.
+        """Registers a run inside a registered thread (else NOT_FOUND), with its
+        labels. Idempotent: registering it into the same thread with the same
+        labels again returns it unchanged; a run that already belongs to another
+        thread, or was registered with other labels, is FAILED_PRECONDITION (a
+        run's labels never change).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -42,9 +42,11 @@ class ThreadRegistryStub:
     FAILED_PRECONDITION (owners never change silently).
     """
     RegisterRun: _grpc.UnaryUnaryMultiCallable[_thread_registry_pb2.RegisterRunRequest, _thread_registry_pb2.Run]
-    """Registers a run inside a registered thread (else NOT_FOUND). Idempotent:
-    registering it into the same thread again returns it unchanged; a run that
-    already belongs to another thread is FAILED_PRECONDITION.
+    """Registers a run inside a registered thread (else NOT_FOUND), with its
+    labels. Idempotent: registering it into the same thread with the same
+    labels again returns it unchanged; a run that already belongs to another
+    thread, or was registered with other labels, is FAILED_PRECONDITION (a
+    run's labels never change).
     """
     DeleteThread: _grpc.UnaryUnaryMultiCallable[_thread_registry_pb2.DeleteThreadRequest, _thread_registry_pb2.DeleteThreadResponse]
     """Deletes a thread, its runs and all their feedback in one transaction.
@@ -65,9 +67,11 @@ class ThreadRegistryAsyncStub(ThreadRegistryStub):
     FAILED_PRECONDITION (owners never change silently).
     """
     RegisterRun: _aio.UnaryUnaryMultiCallable[_thread_registry_pb2.RegisterRunRequest, _thread_registry_pb2.Run]  # type: ignore[assignment]
-    """Registers a run inside a registered thread (else NOT_FOUND). Idempotent:
-    registering it into the same thread again returns it unchanged; a run that
-    already belongs to another thread is FAILED_PRECONDITION.
+    """Registers a run inside a registered thread (else NOT_FOUND), with its
+    labels. Idempotent: registering it into the same thread with the same
+    labels again returns it unchanged; a run that already belongs to another
+    thread, or was registered with other labels, is FAILED_PRECONDITION (a
+    run's labels never change).
     """
     DeleteThread: _aio.UnaryUnaryMultiCallable[_thread_registry_pb2.DeleteThreadRequest, _thread_registry_pb2.DeleteThreadResponse]  # type: ignore[assignment]
     """Deletes a thread, its runs and all their feedback in one transaction.
@@ -97,9 +101,11 @@ class ThreadRegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _thread_registry_pb2.RegisterRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_thread_registry_pb2.Run, _abc.Awaitable[_thread_registry_pb2.Run]]:
-        """Registers a run inside a registered thread (else NOT_FOUND). Idempotent:
-        registering it into the same thread again returns it unchanged; a run that
-        already belongs to another thread is FAILED_PRECONDITION.
+        """Registers a run inside a registered thread (else NOT_FOUND), with its
+        labels. Idempotent: registering it into the same thread with the same
+        labels again returns it unchanged; a run that already belongs to another
+        thread, or was registered with other labels, is FAILED_PRECONDITION (a
+        run's labels never change).
         """
 
     @_abc_1.abstractmethod
