@@ -429,8 +429,8 @@ class Settings(BaseSettings):
         64,
         ge=1,
         le=100_000,
-        description="`StreamFeedbackChanges` streams open at once per server process; one more is "
-        "`RESOURCE_EXHAUSTED`.",
+        description="`StreamFeedbackChanges` and `ExportFeedback` streams open at once per server "
+        "process; one more is `RESOURCE_EXHAUSTED`.",
     )
     keepalive_time_s: float = Field(60.0, gt=0, le=86400, description="Server keepalive ping interval.")
     keepalive_timeout_s: float = Field(

@@ -519,7 +519,9 @@ class FeedbackRules:
             )
             rows = fetched[: within_budget([row.comment for row in fetched])]
             if rows:
-                after_id = rows[-1].id
+                last_id = rows[-1].id
+                assert last_id is not None, "a stored row has its id"
+                after_id = last_id
                 yield ExportPage(rows, labels, encode_page_token(scope, after_id))
             if len(rows) == len(fetched) < EXPORT_PAGE_SIZE:
                 return  # a short page, sent whole: nothing follows it

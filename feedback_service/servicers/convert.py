@@ -192,7 +192,7 @@ def group_message(group: VoteGroup) -> feedback_pb2.FeedbackGroup:
         positive_rate=group.positive_rate,
         positive_rate_lower=group.positive_rate_lower,
         positive_rate_upper=group.positive_rate_upper,
-        tag_counts=[{"tag": tag, "count": count} for tag, count in group.tag_counts],
+        tag_counts=tag_counts(group.tag_counts),
     )
 
 

@@ -241,7 +241,9 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
         )
         return comparison_response(comparison)
 
-    async def ExportFeedback(self, request: pb.ExportFeedbackRequest, context: Context) -> None:
+    async def ExportFeedback(  # type: ignore[override]  # writes, as StreamFeedbackChanges does
+        self, request: pb.ExportFeedbackRequest, context: Context
+    ) -> None:
         """Writes each page as it is read (the call is a server stream)."""
         pages = self._rules.export(
             run_labels=dict(request.run_labels),

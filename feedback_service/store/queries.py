@@ -185,7 +185,7 @@ LABEL_COLUMNS = (RunLabel.run, RunLabel.key, RunLabel.value)
 def _run_labels(run_id: str) -> tuple[tuple[str, str], ...]:
     """A run's labels, (key, value) sorted by key."""
     query = RunLabel.select(RunLabel.key, RunLabel.value).where(RunLabel.run == run_id).order_by(RunLabel.key)
-    return tuple((key, value) for key, value in query.tuples())
+    return tuple((str(key), str(value)) for key, value in database.execute(query).fetchall())
 
 
 # The runs are locked before their feedback is deleted: no feedback can then
