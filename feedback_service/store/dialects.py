@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from peewee import (
+    SQL,
     Database,
     Expression,
     Field,
@@ -61,6 +62,13 @@ class Dialect:
     # SQL's remainder operator, as the driver wants it in statement text:
     # drivers with %s placeholders read a lone % as one.
     remainder_operator: ClassVar[str] = "%%"
+    # The change log's order (store/changes.py). None: changes take dense
+    # positions from the log's head, whose row lock queues writers until they
+    # commit. Else the SQL of the writing transaction's id, stored with each
+    # change, and of the reader's horizon: every transaction with a lower id
+    # has ended, so the changes below it are final.
+    change_xact: ClassVar[Node | None] = None
+    change_horizon: ClassVar[Node | None] = None
 
     @classmethod
     def connect_options(cls, url: str, connect_timeout_s: float) -> dict[str, Any]:
@@ -181,6 +189,20 @@ class SqliteDialect(Dialect, SqliteDatabase):
 class PostgresDialect(Dialect, PostgresqlDatabase):
     system = "postgresql"
     transient_codes = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+    # xid8, 64 bits with its epoch, so it never wraps around.
+    change_xact = SQL("pg_current_xact_id()::text::bigint")
+    # The oldest transaction running in the reader's snapshot that may have
+    # written to this database, else the snapshot's first unassigned id
+    # (xmax). Transaction ids are cluster-wide: one that pg_stat_activity
+    # shows running in another database cannot write our log, so it does not
+    # hold the feed back. One not found there (ended since the snapshot,
+    # prepared, or hidden from this role) counts, which only delays.
+    change_horizon = SQL(
+        "(SELECT COALESCE(MIN(x::text::bigint), pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
+        " FROM pg_snapshot_xip(pg_current_snapshot()) AS x WHERE NOT EXISTS (SELECT 1 FROM"
+        " pg_stat_activity AS a WHERE a.datname <> current_database()"
+        " AND a.backend_xid::text::bigint = mod(x::text::bigint, 4294967296)))"
+    )
 
     @contextlib.contextmanager
     def migration_lock(self) -> Iterator[None]:

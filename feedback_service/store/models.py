@@ -148,9 +148,12 @@ Feedback.add_index(ModelIndex(Feedback, ("user_id",), name=USER_INDEX))
 
 class FeedbackChange(BaseModel):
     """One change to the feedback table, written in the transaction that made
-    it. `id` is the change's position in the log: dense, and in commit order
-    (see changes.append_changes). It names the feedback; what the feedback
-    holds is read from the feedback table when the change is streamed."""
+    it. Its position in the log is (xact_id, id), and the log is read in that
+    order (see store/changes.py): on PostgreSQL, xact_id is the writing
+    transaction's id and `id` comes from a sequence; elsewhere xact_id is 0
+    and `id` is taken from the log's head, dense and in commit order. It
+    names the feedback; what the feedback holds is read from the feedback
+    table when the change is streamed."""
 
     id = BigIntegerField(primary_key=True)
     kind = SmallIntegerField()  # ChangeKind
@@ -160,24 +163,29 @@ class FeedbackChange(BaseModel):
     user_id = CharField(ID_MAX_LENGTH)
     message_id = CharField(ID_MAX_LENGTH, default="")
     changed_at = BigIntegerField()
+    xact_id = BigIntegerField(default=0)
 
     class Meta:
         indexes = (
-            # A stream of one thread's changes.
-            (("thread_id", "id"), False),
+            # The log in order, and a stream of one thread's changes.
+            (("xact_id", "id"), False),
+            (("thread_id", "xact_id", "id"), False),
         )
 
 
 class FeedbackChangeLog(BaseModel):
     """The change log's head, one row (id 1): the log's random id, which
-    cursors carry; the position of the newest change, which every writing
+    cursors carry; where the log orders its changes by the head (SQLite,
+    MySQL), the position of the newest change, which every writing
     transaction advances last, holding this row's lock until it commits; and
-    the newest position pruned, older cursors being expired."""
+    the newest position pruned, (pruned_xact, pruned_through), older cursors
+    being expired."""
 
     id = IntegerField(primary_key=True)
     log_id = CharField(32)
     last_change = BigIntegerField(default=0)
     pruned_through = BigIntegerField(default=0)
+    pruned_xact = BigIntegerField(default=0)
 
 
 class IdempotentRequest(BaseModel):
