@@ -6,7 +6,9 @@ the thread rule inside it (an upsert also replaces the feedback's tags),
 followed in the same transaction by its change-log append (store/changes.py):
 on PostgreSQL one insert, the change with its transaction's id; elsewhere
 advance the log's head, then insert the change, which gives the change feed
-its commit order. MySQL has no RETURNING, so it reads
+its commit order. On PostgreSQL a create or an upsert, with its tags, change
+and request id, goes in one message (store/one_round_trip.py), which also
+spares BEGIN and COMMIT. MySQL has no RETURNING, so it reads
 back what an upsert stored, the head it advanced, and the keys a delete is
 about to remove. On SQLite, with no round trip to save, a user's read looks
 the thread's owner up first, which costs less than the join.
@@ -87,6 +89,8 @@ CHANGE_LOG = {"postgresql": 1, "sqlite": 2, "mysql": 2}
 def expected(backend: str, rpc: str) -> int:
     if rpc in READS:
         return 2 if backend == "sqlite" else 1  # SQLite: the owner, then the read
+    if backend == "postgresql" and rpc in {"CreateFeedback", "UpsertFeedback"}:
+        return 1  # the write with its tags and change, in one message (store/one_round_trip.py)
     # Upserting an existing feedback also deletes its old tags (the new ones,
     # here none, would be inserted next).
     write = 2 if rpc == "UpsertFeedback" else 1

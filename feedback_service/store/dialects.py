@@ -69,6 +69,9 @@ class Dialect:
     # has ended, so the changes below it are final.
     change_xact: ClassVar[Node | None] = None
     change_horizon: ClassVar[Node | None] = None
+    # A create or an upsert, with its tags, change and request id, is one
+    # round trip (store/one_round_trip.py).
+    one_round_trip_writes: ClassVar[bool] = False
 
     @classmethod
     def connect_options(cls, url: str, connect_timeout_s: float) -> dict[str, Any]:
@@ -191,6 +194,7 @@ class PostgresDialect(Dialect, PostgresqlDatabase):
     transient_codes = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
     # xid8, 64 bits with its epoch, so it never wraps around.
     change_xact = SQL("pg_current_xact_id()::text::bigint")
+    one_round_trip_writes = True
     # The oldest transaction running in the reader's snapshot that may have
     # written to this database, else the snapshot's first unassigned id
     # (xmax). Transaction ids are cluster-wide: one that pg_stat_activity
