@@ -73,6 +73,9 @@ def append_changes(kind: ChangeKind, keys: Sequence[Key], changed_at: int) -> No
     if database.change_xact is not None:
         _append_by_transaction(kind, keys, changed_at)
         return
+    if database.appends_in_one_message:
+        _append_in_one_message(kind, keys, changed_at)
+        return
     last = database.run_advance(_ADVANCE(len(keys)))
     first = last - len(keys) + 1
     if len(keys) == 1:
@@ -80,6 +83,20 @@ def append_changes(kind: ChangeKind, keys: Sequence[Key], changed_at: int) -> No
         return
     rows = [(first + i, int(kind), *key, changed_at) for i, key in enumerate(keys)]
     _insert_batches(rows, _CHANGE_FIELDS)
+
+
+def _append_in_one_message(kind: ChangeKind, keys: Sequence[Key], changed_at: int) -> None:
+    """The head's advance and the inserts in one message (and so one round
+    trip), the positions computed by the database from the advance's result
+    (dialects.MySQLDialect.run_last), with the commit when it may."""
+    count = len(keys)
+    positions = [database.advanced_value(count - 1 - i) for i in range(count)]
+    statements = [_ADVANCE(count)]
+    rows = [(position, int(kind), *key, changed_at) for position, key in zip(positions, keys, strict=True)]
+    for start in range(0, count, INSERT_BATCH):
+        batch = rows[start : start + INSERT_BATCH]
+        statements.append(FeedbackChange.insert_many(batch, fields=_CHANGE_FIELDS).returning().sql())
+    database.run_last(statements)
 
 
 def _append_by_transaction(kind: ChangeKind, keys: Sequence[Key], changed_at: int) -> None:

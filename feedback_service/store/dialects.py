@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
+import peewee
 from peewee import (
     SQL,
     Database,
+    ExceptionWrapper,
     Expression,
     Field,
     Insert,
@@ -39,6 +41,24 @@ from playhouse import db_url
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
 
 MIGRATION_LOCK = 0x6665_6564  # an arbitrary, fixed advisory lock id
+# Raises a driver's errors as peewee's (IntegrityError, OperationalError...).
+_DRIVER_ERRORS = ExceptionWrapper(
+    {
+        name: getattr(peewee, name)
+        for name in (
+            "DatabaseError",
+            "DataError",
+            "IntegrityError",
+            "InterfaceError",
+            "InternalError",
+            "NotSupportedError",
+            "OperationalError",
+            "ProgrammingError",
+        )
+    }
+)
+# MySQL's client capability flag (CLIENT.MULTI_STATEMENTS in PyMySQL and mysqlclient).
+CLIENT_MULTI_STATEMENTS = 1 << 16
 
 
 class Dialect:
@@ -72,6 +92,10 @@ class Dialect:
     # A create or an upsert, with its tags, change and request id, is one
     # round trip (store/one_round_trip.py).
     one_round_trip_writes: ClassVar[bool] = False
+    # The change log's head is advanced, the changes inserted and the
+    # transaction committed in one message (`run_last`), so the head's lock
+    # is held for no round trip at all.
+    appends_in_one_message: ClassVar[bool] = False
 
     @classmethod
     def connect_options(cls, url: str, connect_timeout_s: float) -> dict[str, Any]:
@@ -116,6 +140,16 @@ class Dialect:
 
     def run_advance(self, statement: tuple[str, list]) -> int:
         return self.execute_sql(*statement).fetchone()[0]
+
+    def advanced_value(self, minus: int) -> Node:
+        """In a statement that follows an `advance` in the same message: the
+        advanced column's new value, less `minus`."""
+        raise NotImplementedError
+
+    def run_last(self, statements: list[tuple[str, list[Any]]]) -> None:
+        """Runs the last statements of the caller's transaction."""
+        for statement in statements:
+            self.execute_sql(*statement)
 
     def deleted_rows(
         self, delete_returning: Callable[[], list[tuple]], lock_then_delete: Callable[[], list[tuple]]
@@ -223,16 +257,57 @@ class MySQLDialect(Dialect, MySQLDatabase):
     # *_ci collation would make "Alice" and "alice" the same user.
     table_settings = ("DEFAULT CHARSET=utf8mb4", "COLLATE=utf8mb4_bin")
     transient_codes = frozenset({1205, 1213})  # lock wait timeout, deadlock
+    appends_in_one_message = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Per thread (and so per connection): how deep in atomic() blocks it
+        # is (peewee counts transactions, not savepoints), and whether
+        # `run_last` committed.
+        self._committed = threading.local()
+
+    def atomic(self, *args: Any, **kwargs: Any) -> Any:
+        return _CountedBlock(self._committed, super().atomic(*args, **kwargs))
 
     @classmethod
     def connect_options(cls, url: str, connect_timeout_s: float) -> dict[str, Any]:
         # READ COMMITTED, as PostgreSQL: no gap locks, so concurrent upserts and
-        # deletes of one key do not deadlock each other.
+        # deletes of one key do not deadlock each other. Several statements
+        # in one message, for `run_last`.
         return {
             **super().connect_options(url, connect_timeout_s),
             "charset": "utf8mb4",
             "init_command": "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "client_flag": CLIENT_MULTI_STATEMENTS,
         }
+
+    def advanced_value(self, minus: int) -> Node:
+        # `advance` stored the new value with LAST_INSERT_ID(expr); the
+        # change log has no auto-increment column to overwrite it.
+        return fn.LAST_INSERT_ID() - minus
+
+    def run_last(self, statements: list[tuple[str, list[Any]]]) -> None:
+        """The statements and, in the outermost transaction, its COMMIT, in
+        one message: locks they take (the change log's head) are held only
+        while the server runs them, never across a round trip. The
+        transaction's own COMMIT then has nothing left to do and is skipped."""
+        outermost = getattr(self._committed, "depth", 0) == 1 and self.transaction_depth() == 1
+        sql = "; ".join([*(text for text, _ in statements), *(["COMMIT"] if outermost else [])])
+        cursor = self.execute_sql(sql, [param for _, params in statements for param in params])
+        with _DRIVER_ERRORS:  # as peewee's own errors
+            while cursor.nextset():  # each statement's result, errors included
+                pass
+        self._committed.done = outermost
+
+    def commit(self) -> None:
+        if getattr(self._committed, "done", False):
+            self._committed.done = False
+            return
+        super().commit()
+
+    def rollback(self) -> None:
+        self._committed.done = False
+        super().rollback()
 
     @contextlib.contextmanager
     def migration_lock(self) -> Iterator[None]:
@@ -265,6 +340,24 @@ class MySQLDialect(Dialect, MySQLDatabase):
     ) -> list[tuple]:
         # MySQL has no DELETE ... RETURNING (MariaDB has, but both share this class).
         return lock_then_delete()
+
+
+class _CountedBlock:
+    """An atomic block that counts, per thread, how deep in blocks it is."""
+
+    def __init__(self, counter: threading.local, block: Any) -> None:
+        self._counter = counter
+        self._block = block
+
+    def __enter__(self) -> Any:
+        self._counter.depth = getattr(self._counter, "depth", 0) + 1
+        return self._block.__enter__()
+
+    def __exit__(self, *exc: object) -> Any:
+        try:
+            return self._block.__exit__(*exc)
+        finally:
+            self._counter.depth -= 1
 
 
 class PooledPostgresDialect(PostgresDialect, PooledPostgresqlDatabase):

@@ -11,6 +11,8 @@ A feedback's tags are stored twice, in the same transaction: in its own row
 `feedback_tag`, which the tag filter and the tag counts read through indexes.
 """
 
+from typing import Any
+
 from peewee import (
     AutoField,
     BigAutoField,
@@ -39,8 +41,17 @@ def split_tags(column: str) -> tuple[str, ...]:
     return tuple(column.split(TAG_SEPARATOR)) if column else ()
 
 
+class _Proxy(DatabaseProxy):
+    """Peewee's proxy, whose atomic() is the bound database's own, so that a
+    dialect may follow how deep in atomic blocks a unit of work is
+    (dialects.MySQLDialect.run_last)."""
+
+    def atomic(self, *args: Any, **kwargs: Any) -> Any:
+        return self.obj.atomic(*args, **kwargs)
+
+
 # Bound once at start by store.database.open_database().
-database = DatabaseProxy()
+database = _Proxy()
 
 
 class BaseModel(Model):
