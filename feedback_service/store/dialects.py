@@ -114,7 +114,12 @@ class Dialect:
         return first in self.transient_codes
 
     def migration_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held by one process at a time while it migrates (a session lock)."""
         return contextlib.nullcontext()
+
+    def lock_migration_step(self) -> None:
+        """Called first in each migration step's transaction: a lock held
+        until that transaction ends."""
 
     def locking(self, query: Select) -> Select:
         """The query, made to lock the rows it reads until the transaction
@@ -242,13 +247,12 @@ class PostgresDialect(Dialect, PostgresqlDatabase):
         " AND a.backend_xid::text::bigint = mod(x::text::bigint, 4294967296)))"
     )
 
-    @contextlib.contextmanager
-    def migration_lock(self) -> Iterator[None]:
-        self.execute_sql("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
-        try:
-            yield
-        finally:
-            self.execute_sql("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+    def lock_migration_step(self) -> None:
+        # A transaction's advisory lock, not a session's: through PgBouncer in
+        # transaction pooling, a session's statements may run on different
+        # server connections, and a session lock would be released on the
+        # wrong one (and stay held on its own).
+        self.execute_sql("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
 
 
 class MySQLDialect(Dialect, MySQLDatabase):

@@ -296,15 +296,22 @@ def current_version(db: Database) -> int:
 def migrate(db: Dialect, target: int = SCHEMA_VERSION) -> int:
     """Brings the schema to `target` (default: the newest); returns the version
     reached. Replicas starting together take turns through the dialect's
-    migration lock (SQLite serialises on its own write lock)."""
+    migration lock, held for the whole run (MySQL) or by each step's
+    transaction, which then checks the version again (PostgreSQL, which
+    may sit behind a transaction-pooling PgBouncer); SQLite serialises on its
+    own write lock."""
     with db.connection_context(), db.migration_lock():
-        db.create_tables([SchemaVersion], safe=True)
+        with db.atomic():
+            db.lock_migration_step()
+            db.create_tables([SchemaVersion], safe=True)
         version = current_version(db)
         for step_version, step in MIGRATIONS:
             if version < step_version <= target:
                 with db.atomic():
-                    step(db)
-                    SchemaVersion.create(version=step_version)
-                log.info("migrated schema to version %d", step_version)
+                    db.lock_migration_step()
+                    if current_version(db) < step_version:  # not done meanwhile by another replica
+                        step(db)
+                        SchemaVersion.create(version=step_version)
+                        log.info("migrated schema to version %d", step_version)
                 version = step_version
     return version
