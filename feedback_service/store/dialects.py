@@ -238,8 +238,8 @@ class PostgresDialect(Dialect, PostgresqlDatabase):
     # written to this database, else the snapshot's first unassigned id
     # (xmax). Transaction ids are cluster-wide: one that pg_stat_activity
     # shows running in another database cannot write our log, so it does not
-    # hold the feed back. One not found there (ended since the snapshot,
-    # prepared, or hidden from this role) counts, which only delays.
+    # hold the feed back. One not found there (ended since the snapshot, or
+    # a prepared transaction) counts, which only delays.
     change_horizon = SQL(
         "(SELECT COALESCE(MIN(x::text::bigint), pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
         " FROM pg_snapshot_xip(pg_current_snapshot()) AS x WHERE NOT EXISTS (SELECT 1 FROM"
