@@ -16,6 +16,12 @@ if [ "${1:-}" = stop ]; then
   exit 0
 fi
 
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
+if listening; then
+  echo "something already listens on 127.0.0.1:$port: using it as PgBouncer"
+  exit 0
+fi
+
 if [ ! -x "$bin" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
   bin=/usr/sbin/pgbouncer
@@ -48,7 +54,7 @@ else
   "$bin" -d "$dir/pgbouncer.ini"
 fi
 for _ in $(seq 50); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  if listening; then
     echo "PgBouncer listening on 127.0.0.1:$port (transaction pooling)"
     exit 0
   fi
