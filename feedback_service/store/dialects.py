@@ -303,15 +303,43 @@ class MySQLDialect(Dialect, MySQLDatabase):
                 pass
         self._committed.done = outermost
 
+    def begin(self, isolation_level: str | None = None) -> None:
+        """BEGIN waits to travel with the transaction's first statement
+        (`execute_sql`), which saves a round trip per transaction."""
+        if isolation_level:
+            super().begin(isolation_level)
+            return
+        self._committed.begin = True
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        if not getattr(self._committed, "begin", False):
+            return super().execute_sql(sql, params)
+        self._committed.begin = False
+        cursor = super().execute_sql(f"BEGIN; {sql}", params)
+        with _DRIVER_ERRORS:
+            cursor.nextset()  # on to the statement's own result (or error)
+        return cursor
+
     def commit(self) -> None:
-        if getattr(self._committed, "done", False):
-            self._committed.done = False
+        if self._ended_here():
             return
         super().commit()
 
     def rollback(self) -> None:
-        self._committed.done = False
+        if self._ended_here():
+            return
         super().rollback()
+
+    def _ended_here(self) -> bool:
+        """Whether the transaction needs no COMMIT or ROLLBACK from the
+        client: `run_last` committed it, or it never reached the server."""
+        done = getattr(self._committed, "done", False) or getattr(self._committed, "begin", False)
+        self._committed.done = self._committed.begin = False
+        return done
+
+    def close(self) -> bool:
+        self._committed.done = self._committed.begin = False
+        return bool(super().close())
 
     @contextlib.contextmanager
     def migration_lock(self) -> Iterator[None]:
