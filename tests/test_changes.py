@@ -326,13 +326,16 @@ def test_a_cursor_of_another_log_or_past_the_end_is_invalid_argument(served):
     )
     (change,) = read_changes(client)
     raw = base64.urlsafe_b64decode(change.cursor + "=" * (-len(change.cursor) % 4)).decode()
-    position, log_id = raw.split(".")
-    for forged in (
-        f"{position}.{'0' * 16}",
-        f"{int(position) + 1}.{log_id}",
-        f"{2**63}.{log_id}",
-        f"{'9' * 5000}.{log_id}",
-    ):
+    *numbers, log_id = raw.split(".")  # (sequence) or (transaction, sequence) on PostgreSQL
+    forgeries = [
+        ".".join([*numbers, "0" * 16]),
+        ".".join([str(2**62), *numbers[1:], log_id]),  # a position far past the end
+        ".".join([str(2**63), *numbers[1:], log_id]),
+        ".".join(["9" * 5000, *numbers[1:], log_id]),  # past what int() converts
+    ]
+    if len(numbers) == 1:  # dense positions: the next one is past the end
+        forgeries.append(f"{int(numbers[0]) + 1}.{log_id}")
+    for forged in forgeries:
         cursor = base64.urlsafe_b64encode(forged.encode()).decode().rstrip("=")
         error = stream_error(client, after_cursor=cursor)
         assert error.code() == Code.INVALID_ARGUMENT, forged
@@ -503,45 +506,64 @@ def draft(user: str, thread: str = "t1", run: str = "r1"):
 @pytest.mark.parametrize("backend", ["postgres", "mysql"])
 def test_a_write_begun_first_and_committed_last_is_not_skipped(backend, tmp_path):
     """The case sequences get wrong: a transaction inserts its feedback (and
-    so takes the lower row id), stays open while a later write commits and is
-    streamed, then commits. Its change is streamed after, not skipped: a
-    change's position is taken when its transaction appends it, last."""
+    so takes the lower row id), stays open while a later write commits, then
+    commits. Its change is streamed, not skipped. On MySQL a change's position
+    is taken when its transaction appends it, last: the later write is
+    streamed at once, the held one after it. On PostgreSQL changes are read
+    in transaction order, only below the oldest transaction still running:
+    the later write waits in the feed until the held one ends, then both come,
+    the held one first."""
     url = backend_url(backend, tmp_path)
+    by_transaction = backend == "postgres"
     with service_on(url, tmp_path / "data") as service:
         client = Client(grpc.insecure_channel(service.address))
         register(client, "t1", "", ["r1"])
+        start = _cursor_after_a_first_write(client)
         db = open_database(url)  # this process's own connection, bound to the models
         try:
-            with following(separate_channel(service.address)) as follower, db.connection_context():
+            with (
+                following(separate_channel(service.address), after=start) as follower,
+                db.connection_context(),
+            ):
                 with db.atomic():
                     held = queries._new_row(draft("held"))
                     Feedback.insert(
                         dict(zip(queries.INSERTED_FIELDS, queries._inserted_values(held), strict=True))
                     ).execute()
-                    # Committed, and streamed, while `held` is open.
+                    # Committed while `held` is open.
                     later = client.feedback.CreateFeedback(
                         pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1),
                         metadata=as_user("later"),
                     )
-                    assert kinds(follower.wait_for(1)) == [(CREATED, later.feedback_id)]
+                    if by_transaction:  # held back behind the open transaction
+                        assert read_changes(client, after=start) == []
+                    else:  # streamed at once
+                        assert kinds(follower.wait_for(1)) == [(CREATED, later.feedback_id)]
                     change_log.append_changes(ChangeKind.CREATED, [queries._key(held)], held.updated_at)
-                assert kinds(follower.wait_for(2)) == [
-                    (CREATED, later.feedback_id),
-                    (CREATED, held.feedback_id),
-                ]
+                both = [(CREATED, later.feedback_id), (CREATED, held.feedback_id)]
+                assert kinds(follower.wait_for(2)) == (both[::-1] if by_transaction else both)
                 ids = dict(db.execute_sql("SELECT feedback_id, id FROM feedback").fetchall())
                 assert ids[held.feedback_id] < ids[later.feedback_id], "the held row took the lower row id"
-            assert kinds(read_changes(client)) == kinds(follower.received)
+            assert kinds(read_changes(client, after=start)) == kinds(follower.received)
         finally:
             db.close()
             client.channel.close()
 
 
+def _cursor_after_a_first_write(client: Client) -> str:
+    client.feedback.CreateFeedback(
+        pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1), metadata=as_user("first")
+    )
+    return read_changes(client)[-1].cursor
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"])
 def test_a_change_held_uncommitted_holds_back_later_changes_until_it_commits(backend, tmp_path):
-    """A transaction that has appended its change holds the log until it
-    commits: a later write waits for it, no reader sees anything past it, and
-    once it commits both are streamed, in commit order."""
+    """A transaction that has appended its change holds the feed back until
+    it commits: no reader sees anything past it, and once it commits both are
+    streamed, in order. Where the log is ordered by its head (SQLite, MySQL),
+    a later write waits for it; on PostgreSQL writers share no lock, so the
+    later write commits while it is still open."""
     url = backend_url(backend, tmp_path) if backend != "sqlite" else sqlite_url(tmp_path / "shared.db")
     with service_on(url, tmp_path / "data") as service:
         client = Client(grpc.insecure_channel(service.address))
@@ -563,10 +585,13 @@ def test_a_change_held_uncommitted_holds_back_later_changes_until_it_commits(bac
                         metadata=as_user("later"),
                         timeout=30,
                     )
-                    # Time is the subject: that the later write is still waiting,
-                    # and nothing was streamed, 1.5 s (three polls) after it was sent.
-                    time.sleep(1.5)
-                    assert not later.done(), "the later write should wait for the held change"
+                    if backend == "postgres":
+                        later.result()  # committed while `held` is open
+                    else:
+                        # Time is the subject: that the later write is still waiting,
+                        # and nothing was streamed, 1.5 s (three polls) after it was sent.
+                        time.sleep(1.5)
+                        assert not later.done(), "the later write should wait for the held change"
                     assert follower.received == [] and read_changes(client, after=start) == []
                 later = later.result()
                 assert kinds(follower.wait_for(2)) == [
@@ -577,6 +602,115 @@ def test_a_change_held_uncommitted_holds_back_later_changes_until_it_commits(bac
         finally:
             db.close()
             client.channel.close()
+
+
+@dataclass
+class HeldWrite:
+    """A feedback write in a transaction of the test's own, on its own
+    connection and thread: it inserts its feedback when started (taking a row
+    id, and on PostgreSQL a transaction id), then waits for `commit` to
+    append its change and commit."""
+
+    db: object
+    user: str
+    begun: threading.Event = field(default_factory=threading.Event)
+    commit: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    feedback_id: str = ""
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self.begun.wait(30)
+
+    def _run(self) -> None:
+        with self.db.connection_context(), self.db.atomic():
+            row = queries._new_row(draft(self.user))
+            Feedback.insert(
+                dict(zip(queries.INSERTED_FIELDS, queries._inserted_values(row), strict=True))
+            ).execute()
+            self.feedback_id = row.feedback_id
+            self.begun.set()
+            assert self.commit.wait(60)
+            change_log.append_changes(ChangeKind.CREATED, [queries._key(row)], row.updated_at)
+        self.done.set()
+
+    def finish(self) -> None:
+        self.commit.set()
+        assert self.done.wait(30)
+        self._thread.join(10)
+
+
+def _creates(clients: list[Client], prefix: str, count: int) -> list[str]:
+    """`count` creates spread over the clients (and so the processes), in parallel."""
+
+    def create(i: int) -> str:
+        client = clients[i % len(clients)]
+        request = pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1, message_id=f"{prefix}{i}")
+        return client.feedback.CreateFeedback(request, metadata=as_user("writer"), timeout=30).feedback_id
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(create, range(count)))
+
+
+class Resumer:
+    """A consumer that reads what is new after its cursor now and then, each
+    time from the other process, and keeps what it got."""
+
+    def __init__(self, clients: list[Client]) -> None:
+        self.clients = clients
+        self.received: list[pb.FeedbackChange] = []
+
+    def read(self) -> None:
+        cursor = self.received[-1].cursor if self.received else ""
+        client = self.clients[len(self.received) % len(self.clients)]
+        self.received += read_changes(client, after=cursor)
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mysql"])
+def test_transactions_committing_out_of_order_across_two_processes_lose_and_repeat_nothing(backend, tmp_path):
+    """Three transactions begin in the order 1, 2, 3 and commit in the order
+    3, 1, 2, while writes through two server processes commit between them.
+    A follower on each process, a consumer that resumes between every step
+    on either process, and a reader from the start each receive every change
+    exactly once, in the same order."""
+    url = backend_url(backend, tmp_path)
+    with service_on(url, tmp_path / "a") as one, service_on(url, tmp_path / "b") as two:
+        clients = [Client(separate_channel(one.address)), Client(separate_channel(two.address))]
+        register(clients[0], "t1", "", ["r1"])
+        db = open_database(url)
+        held = [HeldWrite(db, f"held{i}") for i in range(3)]
+        resumer = Resumer(clients)
+        try:
+            with (
+                following(separate_channel(one.address)) as on_one,
+                following(separate_channel(two.address)) as on_two,
+            ):
+                written = _creates(clients, "a", 10)
+                resumer.read()
+                for write in held:
+                    write.start()
+                    written += _creates(clients, f"b{write.user}-", 6)
+                    resumer.read()
+                for write in (held[2], held[0], held[1]):
+                    write.finish()
+                    resumer.read()
+                    written += _creates(clients, f"c{write.user}-", 6)
+                    resumer.read()
+                written += [write.feedback_id for write in held]
+                for follower in (on_one, on_two):
+                    follower.wait_for(len(written), timeout_s=60)
+            everything = read_changes(clients[1])
+        finally:
+            for write in held:
+                write.commit.set()
+            db.close()
+            for client in clients:
+                client.channel.close()
+    assert sorted(c.feedback.feedback_id for c in everything) == sorted(written)
+    assert len({c.cursor for c in everything}) == len(written)
+    for consumer in (on_one, on_two, resumer):
+        assert [c.cursor for c in consumer.received] == [c.cursor for c in everything]
 
 
 # --- resume, any replica ------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Schema versions move an existing database forward without losing rows, and
 end at the schema models.py describes."""
 
+import base64
+
 from feedback.v1 import feedback_pb2 as pb
 from feedback_service.store.database import open_database
 from feedback_service.store.migrations import SCHEMA_VERSION, current_version, migrate
@@ -112,3 +114,28 @@ def test_the_change_log_starts_with_the_feedback_already_stored(database_url, tm
         (pb.CHANGE_KIND_DELETED, ids[1]),
     ]
     assert [c.feedback.comment for c in changes] == ["comment 0", "", "comment 2", "comment 3", ""]
+
+
+def test_a_cursor_handed_out_before_version_6_resumes_after_the_upgrade(database_url, tmp_path):
+    """Version 6 gives positions a transaction: a cursor of version 5's log
+    ("<position>.<log id>") still names the same change, and resumes after it
+    with no gap and no repeat."""
+    ids = fill_version_1(database_url)
+    db = open_database(database_url)
+    assert migrate(db, target=5) == 5
+    with db.connection_context():
+        (log_id,) = db.execute_sql("SELECT log_id FROM feedback_change_log").fetchone()
+        assert migrate(db) == SCHEMA_VERSION
+    db.close()
+    old_cursor = base64.urlsafe_b64encode(f"2.{log_id}".encode()).decode().rstrip("=")  # after ids[1]
+    with running_server(server_settings(tmp_path, database_url=database_url)) as (_, client):
+        new = client.feedback.CreateFeedback(
+            pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1, message_id="m9"),
+            metadata=as_service_for("u9"),
+        )
+        after = list(
+            client.feedback.StreamFeedbackChanges(
+                pb.StreamFeedbackChangesRequest(after_cursor=old_cursor), metadata=as_service()
+            )
+        )
+    assert [c.feedback.feedback_id for c in after] == [*ids[2:], new.feedback_id]

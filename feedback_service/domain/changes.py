@@ -2,9 +2,11 @@
 read from the change log (store/changes.py explains why its positions never
 skip a change that commits late), and the retention that prunes the log.
 
-A cursor is opaque to callers: base64url of "<position>.<log id>". The log id
-is random per database, so a cursor from another database is refused rather
-than read as a position of this one.
+A cursor is opaque to callers: base64url of "<sequence>.<log id>" for a
+position (0, sequence), as every cursor was before positions had a
+transaction, else "<transaction>.<sequence>.<log id>". The log id is random
+per database, so a cursor from another database is refused rather than read
+as a position of this one.
 """
 
 import asyncio
@@ -13,8 +15,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from feedback_service.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, ServiceError
-from feedback_service.domain.pagination import pack_token, unpack_token
-from feedback_service.domain.records import ChangeLogState, ChangeRow
+from feedback_service.domain.pagination import pack_token, unpack_numbers
+from feedback_service.domain.records import ChangeLogState, ChangeRow, Position
 from feedback_service.domain.validation import Checker
 from feedback_service.store import changes, requests
 from feedback_service.store.database import Store
@@ -38,18 +40,21 @@ class Change:
     row: ChangeRow
 
 
-def encode_cursor(position: int, log_id: str) -> str:
-    return pack_token(position, log_id)
+def encode_cursor(position: Position, log_id: str) -> str:
+    xact, seq = position
+    return pack_token(seq if xact == 0 else position, log_id)
 
 
-def decode_cursor(cursor: str) -> tuple[int, str] | None:
+def decode_cursor(cursor: str) -> tuple[Position, str] | None:
     """(position, log id); None for the empty cursor (the start of the log)."""
     if not cursor:
         return None
-    unpacked = unpack_token(cursor)
+    unpacked = unpack_numbers(cursor, 2)
     if unpacked is None:
         raise InvalidArgument([FieldViolation("after_cursor", NOT_A_CURSOR)])
-    return unpacked
+    numbers, log_id = unpacked
+    position = (0, numbers[0]) if len(numbers) == 1 else (numbers[0], numbers[1])
+    return position, log_id
 
 
 def _expired(retention: str) -> FailedPrecondition:
@@ -78,7 +83,7 @@ class ChangeFeed:
         check.id("thread_id", thread_id, required=False)
         check.done()
         start = decode_cursor(after_cursor)
-        position = 0 if start is None else start[0]
+        position: Position = (0, 0) if start is None else start[0]
         only_thread = thread_id or None
         first = True
         while True:
@@ -102,7 +107,7 @@ class ChangeFeed:
                 await asyncio.sleep(self._poll_interval_s)
 
     @staticmethod
-    def _start(start: tuple[int, str] | None, state: ChangeLogState) -> int:
+    def _start(start: tuple[Position, str] | None, state: ChangeLogState) -> Position:
         """The position to stream after: the cursor's, checked against the log
         it claims to come from, or the oldest kept for the empty cursor."""
         if start is None:

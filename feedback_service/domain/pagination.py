@@ -3,7 +3,8 @@
 A token holds the last row id of the page and a fingerprint of the query it
 came from, so it stays correct while rows are inserted and cannot be replayed
 against a different query. The change feed's cursors use the same encoding
-(`pack_token`, `unpack_token`): a position and the log's id.
+(`pack_token`, `unpack_numbers`): a position (one number or two) and the
+log's id.
 """
 
 import base64
@@ -46,23 +47,36 @@ def _fingerprint(scope: str) -> str:
     return hashlib.sha256(scope.encode()).hexdigest()[:16]
 
 
-def pack_token(number: int, tag: str) -> str:
-    """An opaque token: base64url of "<number>.<tag>", unpadded."""
-    return base64.urlsafe_b64encode(f"{number}.{tag}".encode()).decode().rstrip("=")
+def pack_token(number: int | tuple[int, ...], tag: str) -> str:
+    """An opaque token: base64url of "<number>.<tag>" (numbers joined by
+    dots when there are several), unpadded."""
+    numbers = number if isinstance(number, tuple) else (number,)
+    text = ".".join(str(n) for n in numbers)
+    return base64.urlsafe_b64encode(f"{text}.{tag}".encode()).decode().rstrip("=")
+
+
+def unpack_numbers(token: str, most: int) -> tuple[tuple[int, ...], str] | None:
+    """(numbers, tag) of a token from pack_token with 1 to `most` numbers;
+    None for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    *numbers, tag = raw.split(".")
+    if not 1 <= len(numbers) <= most or not tag:
+        return None
+    # The length is checked first: int() refuses strings past 4,300 digits.
+    if not all(
+        n.isascii() and n.isdigit() and len(n) <= MAX_DIGITS and int(n) <= MAX_ROW_ID for n in numbers
+    ):
+        return None
+    return tuple(int(n) for n in numbers), tag
 
 
 def unpack_token(token: str) -> tuple[int, str] | None:
     """(number, tag) of a token from pack_token; None for anything else."""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
-        number, tag = raw.split(".")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    # The length is checked first: int() refuses strings past 4,300 digits.
-    if number.isascii() and number.isdigit() and len(number) <= MAX_DIGITS and tag:
-        value = int(number)
-        return (value, tag) if value <= MAX_ROW_ID else None
-    return None
+    unpacked = unpack_numbers(token, 1)
+    return None if unpacked is None else (unpacked[0][0], unpacked[1])
 
 
 def encode_page_token(scope: str, last_id: int) -> str:

@@ -164,16 +164,22 @@ class ChangeKind(IntEnum):
     DELETED = 3
 
 
+# A change's position in the change log: (transaction, sequence), compared as
+# a pair. The transaction is 0 where the log is ordered by its head.
+Position = tuple[int, int]
+
+
 class ChangeRow(NamedTuple):
     """One change of the change log, with the feedback as it is when read.
 
-    `position` orders the log: positions are dense and in commit order. The
+    `position` orders the log: no change that commits later takes a lower
+    position than one a reader has seen (store/changes.py). The
     feedback's rating, comment and timestamps are None (and its tags empty)
     when it no longer exists (a DELETED change, or an older change of
     feedback deleted since).
     """
 
-    position: int
+    position: Position
     kind: int
     changed_at: int  # microseconds since the Unix epoch, UTC
     feedback_id: str
@@ -191,11 +197,13 @@ class ChangeRow(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class ChangeLogState:
     """The change log as one read saw it: its id (which cursors carry), the
-    position of its newest change, and the newest position pruned so far."""
+    position up to which that read saw every change (the newest change, or
+    where changes are ordered by transaction, the horizon's start), and the
+    newest position pruned so far."""
 
     log_id: str
-    last_position: int
-    pruned_through: int
+    last_position: Position
+    pruned_through: Position
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlparse
 
+import peewee
 from peewee import (
+    SQL,
     Database,
+    ExceptionWrapper,
     Expression,
     Field,
     Insert,
@@ -38,6 +41,24 @@ from playhouse import db_url
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
 
 MIGRATION_LOCK = 0x6665_6564  # an arbitrary, fixed advisory lock id
+# Raises a driver's errors as peewee's (IntegrityError, OperationalError...).
+_DRIVER_ERRORS = ExceptionWrapper(
+    {
+        name: getattr(peewee, name)
+        for name in (
+            "DatabaseError",
+            "DataError",
+            "IntegrityError",
+            "InterfaceError",
+            "InternalError",
+            "NotSupportedError",
+            "OperationalError",
+            "ProgrammingError",
+        )
+    }
+)
+# MySQL's client capability flag (CLIENT.MULTI_STATEMENTS in PyMySQL and mysqlclient).
+CLIENT_MULTI_STATEMENTS = 1 << 16
 
 
 if TYPE_CHECKING:
@@ -72,6 +93,20 @@ class Dialect(_Mixin):
     # SQL's remainder operator, as the driver wants it in statement text:
     # drivers with %s placeholders read a lone % as one.
     remainder_operator: ClassVar[str] = "%%"
+    # The change log's order (store/changes.py). None: changes take dense
+    # positions from the log's head, whose row lock queues writers until they
+    # commit. Else the SQL of the writing transaction's id, stored with each
+    # change, and of the reader's horizon: every transaction with a lower id
+    # has ended, so the changes below it are final.
+    change_xact: ClassVar[Node | None] = None
+    change_horizon: ClassVar[Node | None] = None
+    # A create or an upsert, with its tags, change and request id, is one
+    # round trip (store/one_round_trip.py).
+    one_round_trip_writes: ClassVar[bool] = False
+    # The change log's head is advanced, the changes inserted and the
+    # transaction committed in one message (`run_last`), so the head's lock
+    # is held for no round trip at all.
+    appends_in_one_message: ClassVar[bool] = False
 
     @classmethod
     def connect_options(cls, url: str, connect_timeout_s: float) -> dict[str, Any]:
@@ -94,7 +129,12 @@ class Dialect(_Mixin):
         return first in self.transient_codes
 
     def migration_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held by one process at a time while it migrates (a session lock)."""
         return contextlib.nullcontext()
+
+    def lock_migration_step(self) -> None:
+        """Called first in each migration step's transaction: a lock held
+        until that transaction ends."""
 
     def locking(self, query: Select) -> Select:
         """The query, made to lock the rows it reads until the transaction
@@ -129,6 +169,16 @@ class Dialect(_Mixin):
     def run_advance(self, statement: tuple[str, list[object]]) -> int:
         new_value: int = self.execute_sql(*statement).fetchone()[0]
         return new_value
+
+    def advanced_value(self, minus: int) -> Node:
+        """In a statement that follows an `advance` in the same message: the
+        advanced column's new value, less `minus`."""
+        raise NotImplementedError
+
+    def run_last(self, statements: list[tuple[str, list[Any]]]) -> None:
+        """Runs the last statements of the caller's transaction."""
+        for statement in statements:
+            self.execute_sql(*statement)
 
     def deleted_rows(
         self,
@@ -224,14 +274,28 @@ class SqliteDialect(Dialect, SqliteDatabase):
 class PostgresDialect(Dialect, PostgresqlDatabase):
     system = "postgresql"
     transient_codes = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+    # xid8, 64 bits with its epoch, so it never wraps around.
+    change_xact = SQL("pg_current_xact_id()::text::bigint")
+    one_round_trip_writes = True
+    # The oldest transaction running in the reader's snapshot that may have
+    # written to this database, else the snapshot's first unassigned id
+    # (xmax). Transaction ids are cluster-wide: one that pg_stat_activity
+    # shows running in another database cannot write our log, so it does not
+    # hold the feed back. One not found there (ended since the snapshot, or
+    # a prepared transaction) counts, which only delays.
+    change_horizon = SQL(
+        "(SELECT COALESCE(MIN(x::text::bigint), pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
+        " FROM pg_snapshot_xip(pg_current_snapshot()) AS x WHERE NOT EXISTS (SELECT 1 FROM"
+        " pg_stat_activity AS a WHERE a.datname <> current_database()"
+        " AND a.backend_xid::text::bigint = mod(x::text::bigint, 4294967296)))"
+    )
 
-    @contextlib.contextmanager
-    def migration_lock(self) -> Iterator[None]:
-        self.execute_sql("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
-        try:
-            yield
-        finally:
-            self.execute_sql("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+    def lock_migration_step(self) -> None:
+        # A transaction's advisory lock, not a session's: through PgBouncer in
+        # transaction pooling, a session's statements may run on different
+        # server connections, and a session lock would be released on the
+        # wrong one (and stay held on its own).
+        self.execute_sql("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
 
 
 class MySQLDialect(Dialect, MySQLDatabase):
@@ -240,16 +304,85 @@ class MySQLDialect(Dialect, MySQLDatabase):
     # *_ci collation would make "Alice" and "alice" the same user.
     table_settings = ("DEFAULT CHARSET=utf8mb4", "COLLATE=utf8mb4_bin")
     transient_codes = frozenset({1205, 1213})  # lock wait timeout, deadlock
+    appends_in_one_message = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Per thread (and so per connection): how deep in atomic() blocks it
+        # is (peewee counts transactions, not savepoints), and whether
+        # `run_last` committed.
+        self._committed = threading.local()
+
+    def atomic(self, *args: Any, **kwargs: Any) -> Any:
+        return _CountedBlock(self._committed, super().atomic(*args, **kwargs))
 
     @classmethod
     def connect_options(cls, url: str, connect_timeout_s: float) -> dict[str, Any]:
         # READ COMMITTED, as PostgreSQL: no gap locks, so concurrent upserts and
-        # deletes of one key do not deadlock each other.
+        # deletes of one key do not deadlock each other. Several statements
+        # in one message, for `run_last`.
         return {
             **super().connect_options(url, connect_timeout_s),
             "charset": "utf8mb4",
             "init_command": "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "client_flag": CLIENT_MULTI_STATEMENTS,
         }
+
+    def advanced_value(self, minus: int) -> Node:
+        # `advance` stored the new value with LAST_INSERT_ID(expr); the
+        # change log has no auto-increment column to overwrite it.
+        return fn.LAST_INSERT_ID() - minus
+
+    def run_last(self, statements: list[tuple[str, list[Any]]]) -> None:
+        """The statements and, in the outermost transaction, its COMMIT, in
+        one message: locks they take (the change log's head) are held only
+        while the server runs them, never across a round trip. The
+        transaction's own COMMIT then has nothing left to do and is skipped."""
+        outermost = getattr(self._committed, "depth", 0) == 1 and self.transaction_depth() == 1
+        sql = "; ".join([*(text for text, _ in statements), *(["COMMIT"] if outermost else [])])
+        cursor = self.execute_sql(sql, [param for _, params in statements for param in params])
+        with _DRIVER_ERRORS:  # as peewee's own errors
+            while cursor.nextset():  # each statement's result, errors included
+                pass
+        self._committed.done = outermost
+
+    def begin(self, isolation_level: str | None = None) -> None:
+        """BEGIN waits to travel with the transaction's first statement
+        (`execute_sql`), which saves a round trip per transaction."""
+        if isolation_level:
+            super().begin(isolation_level)
+            return
+        self._committed.begin = True
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        if not getattr(self._committed, "begin", False):
+            return super().execute_sql(sql, params)  # type: ignore[no-untyped-call]  # peewee's is untyped
+        self._committed.begin = False
+        cursor = super().execute_sql(f"BEGIN; {sql}", params)  # type: ignore[no-untyped-call]  # as above
+        with _DRIVER_ERRORS:
+            cursor.nextset()  # on to the statement's own result (or error)
+        return cursor
+
+    def commit(self) -> None:
+        if self._ended_here():
+            return
+        super().commit()
+
+    def rollback(self) -> None:
+        if self._ended_here():
+            return
+        super().rollback()
+
+    def _ended_here(self) -> bool:
+        """Whether the transaction needs no COMMIT or ROLLBACK from the
+        client: `run_last` committed it, or it never reached the server."""
+        done = getattr(self._committed, "done", False) or getattr(self._committed, "begin", False)
+        self._committed.done = self._committed.begin = False
+        return done
+
+    def close(self) -> bool:
+        self._committed.done = self._committed.begin = False
+        return bool(super().close())
 
     @contextlib.contextmanager
     def migration_lock(self) -> Iterator[None]:
@@ -293,6 +426,24 @@ class MySQLDialect(Dialect, MySQLDatabase):
     ) -> list[tuple[Any, ...]]:
         # MySQL has no DELETE ... RETURNING (MariaDB has, but both share this class).
         return lock_then_delete()
+
+
+class _CountedBlock:
+    """An atomic block that counts, per thread, how deep in blocks it is."""
+
+    def __init__(self, counter: threading.local, block: Any) -> None:
+        self._counter = counter
+        self._block = block
+
+    def __enter__(self) -> Any:
+        self._counter.depth = getattr(self._counter, "depth", 0) + 1
+        return self._block.__enter__()
+
+    def __exit__(self, *exc: object) -> Any:
+        try:
+            return self._block.__exit__(*exc)
+        finally:
+            self._counter.depth -= 1
 
 
 class PooledPostgresDialect(PostgresDialect, PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is untyped

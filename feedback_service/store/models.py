@@ -11,6 +11,8 @@ A feedback's tags are stored twice, in the same transaction: in its own row
 `feedback_tag`, which the tag filter and the tag counts read through indexes.
 """
 
+from typing import Any
+
 from peewee import (
     AutoField,
     BigAutoField,
@@ -45,8 +47,17 @@ def split_tags(column: str) -> tuple[str, ...]:
     return tuple(column.split(TAG_SEPARATOR)) if column else ()
 
 
+class _Proxy(DatabaseProxy):
+    """Peewee's proxy, whose atomic() is the bound database's own, so that a
+    dialect may follow how deep in atomic blocks a unit of work is
+    (dialects.MySQLDialect.run_last)."""
+
+    def atomic(self, *args: Any, **kwargs: Any) -> Any:
+        return self.obj.atomic(*args, **kwargs)
+
+
 # Bound once at start by store.database.open_database().
-database = DatabaseProxy()
+database = _Proxy()
 
 
 class BaseModel(Model):
@@ -178,9 +189,12 @@ Feedback.add_index(ModelIndex(Feedback, ("user_id",), name=USER_INDEX))
 
 class FeedbackChange(BaseModel):
     """One change to the feedback table, written in the transaction that made
-    it. `id` is the change's position in the log: dense, and in commit order
-    (see changes.append_changes). It names the feedback; what the feedback
-    holds is read from the feedback table when the change is streamed."""
+    it. Its position in the log is (xact_id, id), and the log is read in that
+    order (see store/changes.py): on PostgreSQL, xact_id is the writing
+    transaction's id and `id` comes from a sequence; elsewhere xact_id is 0
+    and `id` is taken from the log's head, dense and in commit order. It
+    names the feedback; what the feedback holds is read from the feedback
+    table when the change is streamed."""
 
     id = BigIntegerField(primary_key=True)
     kind = SmallIntegerField()  # ChangeKind
@@ -190,24 +204,29 @@ class FeedbackChange(BaseModel):
     user_id = CharField(ID_MAX_LENGTH)
     message_id = CharField(ID_MAX_LENGTH, default="")
     changed_at = BigIntegerField()
+    xact_id = BigIntegerField(default=0)
 
     class Meta:
         indexes = (
-            # A stream of one thread's changes.
-            (("thread_id", "id"), False),
+            # The log in order, and a stream of one thread's changes.
+            (("xact_id", "id"), False),
+            (("thread_id", "xact_id", "id"), False),
         )
 
 
 class FeedbackChangeLog(BaseModel):
     """The change log's head, one row (id 1): the log's random id, which
-    cursors carry; the position of the newest change, which every writing
+    cursors carry; where the log orders its changes by the head (SQLite,
+    MySQL), the position of the newest change, which every writing
     transaction advances last, holding this row's lock until it commits; and
-    the newest position pruned, older cursors being expired."""
+    the newest position pruned, (pruned_xact, pruned_through), older cursors
+    being expired."""
 
     id = IntegerField(primary_key=True)
     log_id = CharField(32)
     last_change = BigIntegerField(default=0)
     pruned_through = BigIntegerField(default=0)
+    pruned_xact = BigIntegerField(default=0)
 
 
 class IdempotentRequest(BaseModel):

@@ -50,7 +50,7 @@ from feedback_service.domain.records import (
     VoteCounts,
     may_use_thread,
 )
-from feedback_service.store import requests
+from feedback_service.store import one_round_trip, requests
 from feedback_service.store.changes import append_changes
 from feedback_service.store.database import short, short_when
 from feedback_service.store.models import (
@@ -416,6 +416,15 @@ def create_feedback(draft: FeedbackDraft, checked: bool, request: RequestClaim |
     first call created."""
     row = _new_row(draft)
     user_id = draft.user_id if checked else None
+    if database.one_round_trip_writes:
+        try:
+            if one_round_trip.create(row, user_id, request, "" if request is None else _row_json(row)):
+                return row
+        except IntegrityError as exc:
+            raise _already_exists(draft) from exc
+        if request is None:
+            raise _not_found(draft, user_id)
+        # Refused, or a repeat of the request: the steps below tell which.
     inserting = False
     try:
         with database.atomic():
@@ -433,17 +442,22 @@ def create_feedback(draft: FeedbackDraft, checked: bool, request: RequestClaim |
     except IntegrityError as exc:
         if not inserting:
             raise
-        # The unique key collided (the thread rule passed, as the row was
-        # selected), or the run vanished under a concurrent delete.
-        _require_run(draft.thread_id, draft.run_id)
-        raise AlreadyExists(
-            "feedback by this user on this run"
-            + (f" and message {draft.message_id}" if draft.message_id else "")
-            + " already exists; use UpsertFeedback to change it"
-        ) from exc
+        raise _already_exists(draft) from exc
     except _Unchanged:
         raise _not_found(draft, user_id) from None
     return row
+
+
+def _already_exists(draft: FeedbackDraft) -> AlreadyExists:
+    """After the insert of a feedback failed on a constraint: the unique key
+    collided (the thread rule passed, as the row was selected), or the run
+    vanished under a concurrent delete (NOT_FOUND)."""
+    _require_run(draft.thread_id, draft.run_id)
+    return AlreadyExists(
+        "feedback by this user on this run"
+        + (f" and message {draft.message_id}" if draft.message_id else "")
+        + " already exists; use UpsertFeedback to change it"
+    )
 
 
 @short
@@ -457,6 +471,14 @@ def upsert_feedback(draft: FeedbackDraft, checked: bool) -> FeedbackRow:
     replace the tags one after the other."""
     user_id = draft.user_id if checked else None
     new = _new_row(draft)
+    if database.one_round_trip_writes:
+        try:
+            stored = one_round_trip.upsert(new, user_id)
+        except IntegrityError as exc:  # only the foreign key: the run vanished under a concurrent delete
+            raise _not_found(draft, user_id) from exc
+        if stored is None:
+            raise _not_found(draft, user_id)
+        return _feedback_row(stored)
     statement = _UPSERT_IF_RUN(draft.thread_id, draft.run_id, user_id, _inserted_values(new))
     key = (draft.thread_id, draft.run_id, draft.user_id, draft.message_id)
     upserting = True
