@@ -14,6 +14,7 @@ import hashlib
 from feedback_service.domain.errors import FieldViolation, InvalidArgument
 
 MAX_ROW_ID = 2**63 - 1  # row ids and log positions are signed 64-bit on every backend
+MAX_DIGITS = len(str(MAX_ROW_ID))
 
 # A page stops before its feedback would pass this many bytes serialized, so
 # that it always fits a default gRPC client's 4 MiB receive limit; it holds at
@@ -62,7 +63,10 @@ def unpack_numbers(token: str, most: int) -> tuple[tuple[int, ...], str] | None:
     *numbers, tag = raw.split(".")
     if not 1 <= len(numbers) <= most or not tag:
         return None
-    if not all(n.isascii() and n.isdigit() and int(n) <= MAX_ROW_ID for n in numbers):
+    # The length is checked first: int() refuses strings past 4,300 digits.
+    if not all(
+        n.isascii() and n.isdigit() and len(n) <= MAX_DIGITS and int(n) <= MAX_ROW_ID for n in numbers
+    ):
         return None
     return tuple(int(n) for n in numbers), tag
 
