@@ -305,7 +305,8 @@ def test_writes_that_fail_record_no_change(served):
 
 def test_malformed_requests_name_the_field(served):
     client, _ = served
-    for value in ("garbage", "!!", base64.urlsafe_b64encode(b"12.").decode(), "MS5hYmM"):
+    huge = base64.urlsafe_b64encode(("9" * 5000 + ".1.abc").encode()).decode()  # past int()'s 4,300 digits
+    for value in ("garbage", "!!", base64.urlsafe_b64encode(b"12.").decode(), "MS5hYmM", huge):
         error = stream_error(client, after_cursor=value)
         assert error.code() == Code.INVALID_ARGUMENT, value
         assert bad_fields(error) == ["after_cursor"]

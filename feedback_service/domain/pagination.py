@@ -14,6 +14,7 @@ import hashlib
 from feedback_service.domain.errors import FieldViolation, InvalidArgument
 
 MAX_ROW_ID = 2**63 - 1  # row ids and log positions are signed 64-bit on every backend
+MAX_DIGITS = len(str(MAX_ROW_ID))
 
 # A page stops before its feedback would pass this many bytes serialized, so
 # that it always fits a default gRPC client's 4 MiB receive limit; it holds at
