@@ -54,6 +54,22 @@ page_args = st.tuples(
     maybe(numbers),
 )
 caller_args = st.tuples(text, text, run_ids, st.integers(1, 1000))
+# A run-label selection as the store passes it: its keys and its values, in key order.
+selections = st.dictionaries(text, text, max_size=3).map(
+    lambda chosen: ([key for key in sorted(chosen)], [chosen[key] for key in sorted(chosen)])
+)
+# keys, values, thread_id, after_id, limit, rating, has_comment, tag, created_after, created_before
+export_args = st.tuples(
+    selections,
+    maybe(text),
+    numbers,
+    st.integers(1, 1000),
+    maybe(ratings),
+    maybe(st.sampled_from([0, 1])),
+    maybe(text),
+    maybe(numbers),
+    maybe(numbers),
+).map(lambda args: (*args[0], *args[1:]))
 
 # The arguments of each prepared query, as its callers pass them, by name (a
 # tuple's or a dict's members share their name).
@@ -81,14 +97,23 @@ ARGUMENTS: dict[str, st.SearchStrategy[tuple]] = {
     "queries._THREAD_STATS_WITH_OWNER": st.tuples(text),
     "queries._SERIES": st.tuples(maybe(text), numbers, numbers),
     "queries._SERIES_WITH_OWNER": st.tuples(text, numbers, numbers),
+    "queries._LABEL_VOTES": st.tuples(
+        maybe(text), selections, maybe(text), maybe(numbers), maybe(numbers)
+    ).map(lambda args: (args[0], *args[1], *args[2:])),
+    "queries._LABEL_VOTES_WITH_OWNER": st.tuples(
+        text, maybe(text), selections, maybe(numbers), maybe(numbers)
+    ).map(lambda args: (args[0], args[1], *args[2], *args[3:])),
+    "queries._EXPORT": export_args,
+    "queries._LABELS_OF_RUNS": st.tuples(st.lists(text, min_size=1, max_size=4)),
     "changes._ADVANCE": st.tuples(st.integers(1, 10_000)),
     "changes._INSERT_ONE": st.tuples(
         numbers, st.sampled_from([1, 2, 3]), text, text, text, text, text, numbers
     ),
-    "changes._PAGE": st.tuples(numbers, maybe(text), st.integers(1, 1000)),
+    "changes._INSERT_ONE_XACT": st.tuples(st.sampled_from([1, 2, 3]), text, text, text, text, text, numbers),
+    "changes._PAGE": st.tuples(numbers, numbers, maybe(text), st.integers(1, 1000)),
     "changes._OLDEST": st.tuples(st.integers(1, 1000)),
-    "changes._DELETE_THROUGH": st.tuples(numbers),
-    "changes._PRUNED_THROUGH": st.tuples(numbers),
+    "changes._DELETE_THROUGH": st.tuples(numbers, numbers),
+    "changes._PRUNED_THROUGH": st.tuples(numbers, numbers),
     "requests._CLAIM": st.tuples(text, text, text, text, numbers),
     "requests._CLAIMED": st.tuples(text),
     "requests._EXPIRE": st.tuples(text, numbers),

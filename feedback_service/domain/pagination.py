@@ -41,9 +41,6 @@ def within_budget(comments: list[str], budget: int = PAGE_BYTE_BUDGET) -> int:
     return len(comments)
 
 
-MAX_DIGITS = len(str(MAX_ROW_ID))
-
-
 def _fingerprint(scope: str) -> str:
     return hashlib.sha256(scope.encode()).hexdigest()[:16]
 
