@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from feedback.v1 import feedback_pb2 as pb
 from feedback_service.auth.credentials import Authenticator, JwtVerifier, ServiceTokens
 from feedback_service.auth.keys import KeySet
-from feedback_service.domain.records import FeedbackRow
+from feedback_service.core.records import FeedbackRow
 from feedback_service.interceptors.base import parse_method_name
 from feedback_service.interceptors.observability import _latency, _requests
 from feedback_service.observability import access_log, configure_logging, log_access
@@ -106,7 +106,7 @@ def store_steps(path: str) -> dict[str, tuple[Callable[[], object], int]]:
     import workload as w
 
     from feedback_service.config import sqlite_url
-    from feedback_service.domain.records import FeedbackDraft, ListFilter
+    from feedback_service.core.records import FeedbackDraft, ListFilter
     from feedback_service.store import queries
     from feedback_service.store.database import open_database
     from feedback_service.store.migrations import migrate

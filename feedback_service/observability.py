@@ -4,6 +4,7 @@ character from a caller: it could end the line and forge the next one, or
 rewrite a terminal."""
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -28,6 +29,23 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 IN_FLIGHT = Gauge("feedback_rpc_in_flight", "RPCs being handled now")
+FEEDBACK_WRITTEN = Counter(
+    "feedback_written_total", "Feedback created or upserted, by RPC and rating", ["method", "rating"]
+)
+RATING_LABELS = {1: "positive", -1: "negative"}
+
+
+@functools.lru_cache(maxsize=8)
+def _written(method: str, rating: int) -> Counter:
+    """The counter's child for an RPC and a rating, looked up once."""
+    return FEEDBACK_WRITTEN.labels(method, RATING_LABELS[rating])
+
+
+def count_written(method: str, rating: int) -> None:
+    """Counts a feedback that an RPC created or upserted."""
+    _written(method, rating).inc()
+
+
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators (which
 # JSON leaves alone but some log viewers break lines on).
 CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")

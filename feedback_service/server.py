@@ -21,6 +21,7 @@ from feedback_service.auth.credentials import (
 from feedback_service.auth.keys import KeySet
 from feedback_service.auth.principal import ALL_PERMISSIONS
 from feedback_service.config import Settings
+from feedback_service.domain import housekeeping
 from feedback_service.domain.changes import ChangeFeed
 from feedback_service.domain.feedback import FeedbackRules
 from feedback_service.domain.threads import ThreadRules
@@ -73,7 +74,9 @@ class Service:
     async def start(self) -> None:
         await self.server.start()
         self._watcher = asyncio.create_task(self.database_health.watch())
-        self._pruner = asyncio.create_task(self.changes.prune_every(self.prune_interval_s))
+        self._pruner = asyncio.create_task(
+            housekeeping.prune_every(self.store, self.changes, self.prune_interval_s)
+        )
 
     async def stop(self, grace_s: float) -> None:
         """Reports NOT_SERVING (ending open health Watch streams), ends open

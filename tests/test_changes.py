@@ -25,7 +25,7 @@ import pytest
 from feedback.v1 import feedback_pb2 as pb
 from feedback.v1 import thread_registry_pb2 as registry_pb2
 from feedback_service.config import sqlite_url
-from feedback_service.domain.records import ChangeKind
+from feedback_service.core.records import ChangeKind
 from feedback_service.store import changes as change_log
 from feedback_service.store import queries
 from feedback_service.store.database import open_database
@@ -499,7 +499,7 @@ def service_on(url: str, data_dir: Path, **settings: str) -> Iterator[ServicePro
 
 
 def draft(user: str, thread: str = "t1", run: str = "r1"):
-    from feedback_service.domain.records import FeedbackDraft
+    from feedback_service.core.records import FeedbackDraft
 
     return FeedbackDraft(thread, run, user, "", 1, f"by {user}")
 

@@ -9,8 +9,8 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from feedback.v1 import access_pb2
 from feedback_service.auth.principal import Principal, PrincipalKind
+from feedback_service.core.errors import FailedPrecondition, PermissionDenied
 from feedback_service.domain.access import Access, ThreadCheck
-from feedback_service.domain.errors import FailedPrecondition, PermissionDenied
 
 PERMISSION_NAMES = {
     access_pb2.PERMISSION_THREADS_READ: "threads:read",

@@ -14,7 +14,7 @@ import jwt
 from feedback.v1 import access_pb2
 from feedback_service.auth.keys import KeySet, VerificationKey
 from feedback_service.auth.principal import ALL_PERMISSIONS, Principal, PrincipalKind
-from feedback_service.domain.errors import (
+from feedback_service.core.errors import (
     FieldViolation,
     InvalidArgument,
     PermissionDenied,

@@ -5,8 +5,8 @@ to the thread the request names."""
 from dataclasses import dataclass
 from enum import Enum
 
-from feedback_service.domain.errors import FailedPrecondition, NotFound
-from feedback_service.domain.records import may_use_thread
+from feedback_service.core.errors import FailedPrecondition, NotFound
+from feedback_service.core.records import may_use_thread
 
 
 class ThreadCheck(Enum):

@@ -4,7 +4,7 @@ No gRPC and no SQL."""
 
 from dataclasses import dataclass
 
-from feedback_service.domain.records import TagCount, VoteCounts
+from feedback_service.core.records import TagCount, VoteCounts
 from feedback_service.domain.statistics import (
     newcombe_interval,
     rate,

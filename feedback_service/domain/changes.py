@@ -14,13 +14,13 @@ import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from feedback_service.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, ServiceError
+from feedback_service.core.clock import now_us
+from feedback_service.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from feedback_service.core.records import ChangeLogState, ChangeRow, Position
 from feedback_service.domain.pagination import pack_token, unpack_numbers
-from feedback_service.domain.records import ChangeLogState, ChangeRow, Position
 from feedback_service.domain.validation import Checker
-from feedback_service.store import changes, requests
+from feedback_service.store import changes
 from feedback_service.store.database import Store
-from feedback_service.store.queries import now_us
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def _expired(retention: str) -> FailedPrecondition:
 
 
 class ChangeFeed:
-    """StreamFeedbackChanges, and the pruning of the change log and of old request ids."""
+    """StreamFeedbackChanges, and the pruning of the change log."""
 
     def __init__(self, store: Store, *, poll_interval_s: float, retention_s: float) -> None:
         self._store = store
@@ -117,32 +117,20 @@ class ChangeFeed:
             raise InvalidArgument([FieldViolation("after_cursor", NOT_A_CURSOR)])
         return position
 
+    @property
+    def retention(self) -> str:
+        """The retention, as 7d, 12h, 30m or 45s."""
+        return _duration(self._retention_s)
+
     async def prune(self) -> int:
-        """Deletes changes older than the retention, and request ids past their
-        window; returns how many changes were deleted."""
+        """Deletes changes older than the retention; returns how many."""
         cutoff = now_us() - int(self._retention_s * 1_000_000)
         pruned = 0
         while True:
             deleted = await self._store.write(changes.prune_changes, cutoff, PRUNE_BATCH)
             pruned += deleted
             if deleted < PRUNE_BATCH:
-                break
-        await self._store.write(requests.prune_requests, now_us())
-        return pruned
-
-    async def prune_every(self, interval_s: float) -> None:
-        """Prunes now and then every interval, until cancelled. Every replica
-        may run this: a prune finds nothing that another has just pruned."""
-        while True:
-            try:
-                pruned = await self.prune()
-                if pruned:
-                    log.info("pruned %d changes older than %s", pruned, _duration(self._retention_s))
-            except ServiceError as error:  # the database is unavailable: next time
-                log.warning("pruning the change log failed: %s", error)
-            except Exception:  # a bug must not stop pruning for good
-                log.exception("pruning the change log failed")
-            await asyncio.sleep(interval_s)
+                return pruned
 
 
 def _duration(seconds: float) -> str:

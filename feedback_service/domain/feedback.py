@@ -5,21 +5,14 @@ the caller's Access names, then run one unit of work in the store.
 work still queued when it passes is dropped.
 """
 
-import functools
 import hashlib
 import json
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import Counter
-
-from feedback_service.domain import analytics
-from feedback_service.domain.access import Access
-from feedback_service.domain.analytics import Comparison, VoteGroup
-from feedback_service.domain.errors import FailedPrecondition, NotFound, PermissionDenied
-from feedback_service.domain.pagination import decode_page_token, encode_page_token, within_budget
-from feedback_service.domain.records import (
+from feedback_service.core.errors import FailedPrecondition, NotFound, PermissionDenied
+from feedback_service.core.records import (
     BucketCount,
     CallerRunFeedback,
     FeedbackDraft,
@@ -29,21 +22,13 @@ from feedback_service.domain.records import (
     RunStats,
     ThreadStats,
 )
+from feedback_service.domain import analytics
+from feedback_service.domain.access import Access
+from feedback_service.domain.analytics import Comparison, VoteGroup
+from feedback_service.domain.pagination import decode_page_token, encode_page_token, within_budget
 from feedback_service.domain.validation import DEFAULT_TAGS, Checker
 from feedback_service.store import queries
 from feedback_service.store.database import Store
-
-FEEDBACK_WRITTEN = Counter(
-    "feedback_written_total", "Feedback created or upserted, by RPC and rating", ["method", "rating"]
-)
-RATING_LABELS = {1: "positive", -1: "negative"}
-
-
-@functools.lru_cache(maxsize=8)
-def _written(method: str, rating: int) -> Counter:
-    """The counter's child for an RPC and a rating, looked up once."""
-    return FEEDBACK_WRITTEN.labels(method, RATING_LABELS[rating])
-
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +90,7 @@ class FeedbackRules:
         draft = self._draft(access, thread_id, run_id, rating, comment, message_id, tags, check)
         fields = (thread_id, run_id, message_id, rating, comment, list(draft.tags))
         request = _request(access, request_id, "CreateFeedback", *fields)
-        return await self._write(access, draft, queries.create_feedback, "CreateFeedback", deadline, request)
+        return await self._write(access, draft, queries.create_feedback, deadline, request)
 
     async def upsert(
         self,
@@ -121,20 +106,17 @@ class FeedbackRules:
     ) -> FeedbackRow:
         """Creates or replaces the caller's feedback on that run (or message), tags included."""
         draft = self._draft(access, thread_id, run_id, rating, comment, message_id, tags)
-        return await self._write(access, draft, queries.upsert_feedback, "UpsertFeedback", deadline)
+        return await self._write(access, draft, queries.upsert_feedback, deadline)
 
     async def _write(
         self,
         access: Access,
         draft: FeedbackDraft,
         query: Callable[..., FeedbackRow],
-        method: str,
         deadline: float | None,
         *request: RequestClaim | None,
     ) -> FeedbackRow:
-        row = await self._store.write(query, draft, access.checks_thread, *request, deadline=deadline)
-        _written(method, row.rating).inc()
-        return row
+        return await self._store.write(query, draft, access.checks_thread, *request, deadline=deadline)
 
     async def list_run(
         self,

@@ -11,7 +11,7 @@ import base64
 import binascii
 import hashlib
 
-from feedback_service.domain.errors import FieldViolation, InvalidArgument
+from feedback_service.core.errors import FieldViolation, InvalidArgument
 
 MAX_ROW_ID = 2**63 - 1  # row ids and log positions are signed 64-bit on every backend
 MAX_DIGITS = len(str(MAX_ROW_ID))

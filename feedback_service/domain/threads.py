@@ -3,7 +3,7 @@ acting as itself: the access rule lets nobody else call these)."""
 
 from collections.abc import Mapping
 
-from feedback_service.domain.records import RunRecord, ThreadRecord
+from feedback_service.core.records import RunRecord, ThreadRecord
 from feedback_service.domain.validation import Checker
 from feedback_service.store import queries
 from feedback_service.store.database import Store

@@ -3,8 +3,8 @@
 import re
 from collections.abc import Mapping, Sequence
 
-from feedback_service.domain.errors import FieldViolation, InvalidArgument, echoed
-from feedback_service.domain.records import (
+from feedback_service.core.errors import FieldViolation, InvalidArgument, echoed
+from feedback_service.core.records import (
     ID_MAX_LENGTH,
     LABEL_KEY_MAX_LENGTH,
     LABEL_VALUE_MAX_LENGTH,

@@ -6,7 +6,7 @@ from typing import Any
 
 from feedback_service.auth.access import AccessRule, current_access, grant
 from feedback_service.auth.principal import current_principal
-from feedback_service.domain.errors import PermissionDenied
+from feedback_service.core.errors import PermissionDenied
 from feedback_service.interceptors.base import Behavior, Context, MethodName, ServerInterceptor
 
 

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from feedback_service.domain.errors import Unavailable
+from feedback_service.core.errors import Unavailable
 
 T = TypeVar("T")
 

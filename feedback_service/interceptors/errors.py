@@ -8,7 +8,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from feedback_service.domain import errors
+from feedback_service.core import errors
 from feedback_service.interceptors.base import Behavior, Context, Handler, MethodName, ServerInterceptor
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import Gauge
 
-from feedback_service.domain.errors import ResourceExhausted
+from feedback_service.core.errors import ResourceExhausted
 from feedback_service.interceptors.base import Behavior, Context, Handler, MethodName, ServerInterceptor
 from feedback_service.interceptors.draining import CallerWaits
 

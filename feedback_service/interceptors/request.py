@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from feedback_service.domain.errors import DeadlineExceeded, InvalidArgument
+from feedback_service.core.errors import DeadlineExceeded, InvalidArgument
 from feedback_service.interceptors.base import Context, Continuation, Handler
 from feedback_service.interceptors.draining import CallerWaits
 

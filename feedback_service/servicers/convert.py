@@ -8,10 +8,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from feedback.v1 import feedback_pb2, thread_registry_pb2
-from feedback_service.domain.analytics import Comparison, VoteGroup
-from feedback_service.domain.changes import Change
-from feedback_service.domain.feedback import ExportPage
-from feedback_service.domain.records import (
+from feedback_service.core.records import (
     BucketCount,
     CallerRunFeedback,
     FeedbackRow,
@@ -20,6 +17,9 @@ from feedback_service.domain.records import (
     ThreadRecord,
     ThreadStats,
 )
+from feedback_service.domain.analytics import Comparison, VoteGroup
+from feedback_service.domain.changes import Change
+from feedback_service.domain.feedback import ExportPage
 
 # TimeBucket values -> the domain's bucket names ('' for anything else).
 BUCKETS = {feedback_pb2.TIME_BUCKET_HOUR: "hour", feedback_pb2.TIME_BUCKET_DAY: "day"}

@@ -13,6 +13,7 @@ from feedback.v1 import feedback_pb2_grpc
 from feedback_service.auth.access import current_access
 from feedback_service.domain.changes import ChangeFeed
 from feedback_service.domain.feedback import FeedbackRules
+from feedback_service.observability import count_written
 from feedback_service.servicers.convert import (
     BUCKETS,
     breakdown_response,
@@ -51,6 +52,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             request_id=request.request_id,
             deadline=deadline(context),
         )
+        count_written("CreateFeedback", row.rating)
         return feedback_message(row)
 
     async def UpsertFeedback(self, request: pb.UpsertFeedbackRequest, context: Context) -> pb.Feedback:
@@ -64,6 +66,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             tags=request.tags,
             deadline=deadline(context),
         )
+        count_written("UpsertFeedback", row.rating)
         return feedback_message(row)
 
     async def ListFeedback(

@@ -38,7 +38,7 @@ from typing import Any
 
 from peewee import JOIN, SQL, Expression, Node, Query, Select, Value
 
-from feedback_service.domain.records import ChangeKind, ChangeLogState, ChangeRow, Position
+from feedback_service.core.records import ChangeKind, ChangeLogState, ChangeRow, Position
 from feedback_service.store.models import Feedback, FeedbackChange, FeedbackChangeLog, database, split_tags
 from feedback_service.store.prepared import Prepared
 

@@ -31,7 +31,7 @@ from opentelemetry import trace
 from peewee import InterfaceError, OperationalError
 from prometheus_client import Gauge
 
-from feedback_service.domain.errors import DeadlineExceeded, Unavailable
+from feedback_service.core.errors import DeadlineExceeded, Unavailable
 from feedback_service.store.dialects import Dialect, dialect_database
 from feedback_service.store.models import database
 

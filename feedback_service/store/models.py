@@ -29,7 +29,7 @@ from peewee import (
     TextField,
 )
 
-from feedback_service.domain.records import (
+from feedback_service.core.records import (
     ID_MAX_LENGTH,
     LABEL_KEY_MAX_LENGTH,
     LABEL_VALUE_MAX_LENGTH,

@@ -25,7 +25,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from feedback_service.domain.records import ChangeKind, FeedbackRow, RequestClaim
+from feedback_service.core.records import ChangeKind, FeedbackRow, RequestClaim
 from feedback_service.store.models import TAG_SEPARATOR, database
 
 # The columns a write gives a new feedback, in FeedbackRow's order (all but the row id).

@@ -12,7 +12,6 @@ transaction.
 
 import functools
 import json
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,8 +31,9 @@ from peewee import (
     fn,
 )
 
-from feedback_service.domain.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
-from feedback_service.domain.records import (
+from feedback_service.core.clock import now_us
+from feedback_service.core.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
+from feedback_service.core.records import (
     BucketCount,
     ChangeKind,
     FeedbackDraft,
@@ -64,11 +64,6 @@ from feedback_service.store.models import (
     split_tags,
 )
 from feedback_service.store.prepared import Prepared
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
-
 
 # Every feedback read selects these columns, in FeedbackRow's order.
 FEEDBACK_COLUMNS = (

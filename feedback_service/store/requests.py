@@ -13,8 +13,8 @@ A claim older than REQUEST_WINDOW_US is ignored (the request counts as new)
 and pruned.
 """
 
-from feedback_service.domain.errors import FieldViolation, InvalidArgument, Unavailable
-from feedback_service.domain.records import RequestClaim
+from feedback_service.core.errors import FieldViolation, InvalidArgument, Unavailable
+from feedback_service.core.records import RequestClaim
 from feedback_service.store.models import IdempotentRequest, database
 from feedback_service.store.prepared import Prepared
 
