@@ -172,7 +172,7 @@ def test_secrets_and_settings_referenced_exist() -> None:
 
 def test_settings_are_real_settings() -> None:
     """Every FEEDBACK_* variable the manifests set is one the server reads."""
-    config = (ROOT / "feedback_service" / "config.py").read_text()
+    config = (ROOT / "feedback_service" / "config" / "settings.py").read_text()
     deployment = find("Deployment", "feedback-service")
     names = set(find("ConfigMap", "feedback-service")["data"])
     names |= {v["name"] for c in all_containers(deployment) for v in c.get("env", [])}
