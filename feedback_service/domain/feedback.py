@@ -27,7 +27,7 @@ from feedback_service.domain.access import Access
 from feedback_service.domain.analytics import Comparison, VoteGroup
 from feedback_service.domain.pagination import decode_page_token, encode_page_token, within_budget
 from feedback_service.domain.validation import DEFAULT_TAGS, Checker
-from feedback_service.store import queries
+from feedback_service.store import deletes, reads, stats, writes
 from feedback_service.store.database import Store
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class FeedbackRules:
         draft = self._draft(access, thread_id, run_id, rating, comment, message_id, tags, check)
         fields = (thread_id, run_id, message_id, rating, comment, list(draft.tags))
         request = _request(access, request_id, "CreateFeedback", *fields)
-        return await self._write(access, draft, queries.create_feedback, deadline, request)
+        return await self._write(access, draft, writes.create_feedback, deadline, request)
 
     async def upsert(
         self,
@@ -106,7 +106,7 @@ class FeedbackRules:
     ) -> FeedbackRow:
         """Creates or replaces the caller's feedback on that run (or message), tags included."""
         draft = self._draft(access, thread_id, run_id, rating, comment, message_id, tags)
-        return await self._write(access, draft, queries.upsert_feedback, deadline)
+        return await self._write(access, draft, writes.upsert_feedback, deadline)
 
     async def _write(
         self,
@@ -216,7 +216,7 @@ class FeedbackRules:
             scope += f"\n{kept!r}"
         after_id = decode_page_token(scope, token)
         owner, rows = await self._store.read(
-            queries.feedback_page,
+            reads.feedback_page,
             thread_id,
             run_id,
             viewer or kept.user_id or None,
@@ -251,8 +251,8 @@ class FeedbackRules:
         check.id("thread_id", thread_id)
         check.id("run_id", run_id)
         check.done()
-        (stats,) = await self._stats(access, thread_id, [run_id], include_messages, deadline)
-        return stats
+        (counted,) = await self._stats(access, thread_id, [run_id], include_messages, deadline)
+        return counted
 
     async def stats_for_runs(
         self,
@@ -279,7 +279,7 @@ class FeedbackRules:
         deadline: float | None,
     ) -> list[RunStats]:
         owner, counted = await self._store.read(
-            queries.stats_for_runs,
+            stats.stats_for_runs,
             thread_id,
             run_ids,
             include_messages,
@@ -301,7 +301,7 @@ class FeedbackRules:
         check.done()
         user = access.acting_user()
         owner, rows = await self._store.read(
-            queries.caller_feedback,
+            reads.caller_feedback,
             thread_id,
             user,
             run_ids,
@@ -333,11 +333,11 @@ class FeedbackRules:
         check = Checker()
         check.id("thread_id", thread_id)
         check.done()
-        owner, stats = await self._store.read(
-            queries.thread_stats, thread_id, access.checks_thread, deadline=deadline
+        owner, counted = await self._store.read(
+            stats.thread_stats, thread_id, access.checks_thread, deadline=deadline
         )
         access.check_thread(thread_id, owner)
-        return stats
+        return counted
 
     async def time_series(
         self,
@@ -375,7 +375,7 @@ class FeedbackRules:
             raise PermissionDenied("only a service acting as itself may count every thread; name a thread_id")
         checked = access.checks_thread and bool(thread_id)
         owner, counted = await self._store.read(
-            queries.time_series, thread_id or None, start, end, width, checked, deadline=deadline
+            stats.time_series, thread_id or None, start, end, width, checked, deadline=deadline
         )
         if thread_id:
             access.check_thread(thread_id, owner)
@@ -404,7 +404,7 @@ class FeedbackRules:
         level = check.confidence(confidence)
         check.done()
         owner, counted = await self._store.read(
-            queries.votes_by_label,
+            stats.votes_by_label,
             label_key,
             selection,
             *self._scope(access, thread_id),
@@ -436,7 +436,7 @@ class FeedbackRules:
         level = check.confidence(confidence)
         check.done()
         owner, (base, cand) = await self._store.read(
-            queries.votes_of_selections,
+            stats.votes_of_selections,
             [baseline, candidate],
             *self._scope(access, thread_id),
             *window,
@@ -491,7 +491,7 @@ class FeedbackRules:
         after_id = decode_page_token(scope, page_token)
         while True:
             fetched, labels = await self._store.read(
-                queries.export_page,
+                reads.export_page,
                 selection,
                 thread_id or None,
                 after_id,
@@ -529,7 +529,7 @@ class FeedbackRules:
         user = access.acting_user()
         request = _request(access, request_id, "DeleteFeedback", thread_id, run_id, feedback_id)
         deleted = await self._store.write(
-            queries.delete_feedback,
+            deletes.delete_feedback,
             thread_id,
             run_id,
             feedback_id,
@@ -554,7 +554,7 @@ class FeedbackRules:
         user = access.acting_user()
         request = _request(access, request_id, "DeleteRunFeedback", thread_id, run_id)
         deleted = await self._store.write(
-            queries.delete_run_feedback,
+            deletes.delete_run_feedback,
             thread_id,
             run_id,
             user,
@@ -572,7 +572,7 @@ class FeedbackRules:
         check = Checker()
         check.id("user_id", user_id)
         check.done()
-        erased = await self._store.write(queries.delete_user_feedback, user_id, deadline=deadline)
+        erased = await self._store.write(deletes.delete_user_feedback, user_id, deadline=deadline)
         log.info("erased %d feedback of user %s for service %s", erased, user_id, access.caller)
         return erased
 
