@@ -101,12 +101,13 @@ def steps() -> dict[str, tuple[Callable[[], object], int]]:
 
 def store_steps(path: str) -> dict[str, tuple[Callable[[], object], int]]:
     """The units of work behind the benchmark's scenarios, as a user calls them."""
+    import dataclasses
     import itertools
 
     import workload as w
 
     from feedback_service.config import sqlite_url
-    from feedback_service.core.records import FeedbackDraft, ListFilter
+    from feedback_service.core.records import FeedbackDraft, ListQuery
     from feedback_service.store import reads, stats, threads, writes
     from feedback_service.store.database import open_database
     from feedback_service.store.migrations import migrate
@@ -119,7 +120,9 @@ def store_steps(path: str) -> dict[str, tuple[Callable[[], object], int]]:
         return writes.create_feedback(draft, True)
 
     upsert = FeedbackDraft(w.WRITE_THREAD, w.WRITE_RUNS[1], w.USER, "", -1, "hot", ())
-    filtered = ListFilter(rating=w.FILTER_RATING, tag=w.FILTER_TAG)
+    # As a user lists a run of their thread: their own feedback.
+    listed = ListQuery(thread_id=w.READ_THREAD, run_id=w.HOT_RUN, user_id=w.USER)
+    filtered = dataclasses.replace(listed, rating=w.FILTER_RATING, tag=w.FILTER_TAG)
     year_end = (time.time_ns() // 1000 // DAY_US + 1) * DAY_US
     return {
         "store: GetFeedbackStats (owner + counts)": (
@@ -131,11 +134,11 @@ def store_steps(path: str) -> dict[str, tuple[Callable[[], object], int]]:
             300,
         ),
         "store: ListFeedback, page of 100": (
-            lambda: reads.feedback_page(w.READ_THREAD, w.HOT_RUN, w.USER, 0, 101, ListFilter(), True),
+            lambda: reads.feedback_page(listed, 0, 101, True),
             300,
         ),
         "store: ListFeedback filtered (rating -1, a tag)": (
-            lambda: reads.feedback_page(w.READ_THREAD, w.HOT_RUN, w.USER, 0, 101, filtered, True),
+            lambda: reads.feedback_page(filtered, 0, 101, True),
             300,
         ),
         "store: BatchGetCallerFeedback, 50 runs": (

@@ -7,12 +7,14 @@ transforms a value before binding it, fails here.
 No database is reached: a query's SQL is rendered by the dialect's class
 (for MySQL, as for a server whose version is not known yet)."""
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from feedback_service.core.records import ListQuery
 from feedback_service.store import changes, deletes, reads, requests, stats, thread_rule, threads, writes
 from feedback_service.store.dialects import dialect_database
 from feedback_service.store.models import database
@@ -40,36 +42,35 @@ def maybe(strategy: st.SearchStrategy) -> st.SearchStrategy:
 # One INSERTED_COLUMNS row: feedback_id .. message_id, rating, comment,
 # created_at, updated_at, tags (joined).
 inserted_values = st.tuples(text, text, text, text, text, ratings, text, numbers, numbers, text).map(list)
-# thread_id, run_id, user_id, after_id, limit, rating, has_comment, tag, created_after, created_before
-page_args = st.tuples(
-    text,
-    maybe(text),
-    maybe(text),
-    numbers,
-    st.integers(1, 1000),
-    maybe(ratings),
-    maybe(st.sampled_from([0, 1])),
-    maybe(text),
-    maybe(numbers),
-    maybe(numbers),
+# A ListQuery as the domain builds it: every field set or left to keep everything.
+list_queries = st.builds(
+    ListQuery,
+    thread_id=text,
+    run_id=maybe(text),
+    user_id=maybe(text),
+    rating=maybe(ratings),
+    has_comment=maybe(st.booleans()),
+    tag=maybe(text),
+    created_after=maybe(numbers),
+    created_before=maybe(numbers),
 )
+# query, after_id, limit
+page_args = st.tuples(list_queries, numbers, st.integers(1, 1000))
 caller_args = st.tuples(text, text, run_ids, st.integers(1, 1000))
 # A run-label selection as the store passes it: its keys and its values, in key order.
 selections = st.dictionaries(text, text, max_size=3).map(
     lambda chosen: ([key for key in sorted(chosen)], [chosen[key] for key in sorted(chosen)])
 )
-# keys, values, thread_id, after_id, limit, rating, has_comment, tag, created_after, created_before
-export_args = st.tuples(
-    selections,
+# An export's query: any thread or every thread (None), a selection of runs, no user.
+export_queries = st.builds(
+    lambda query, thread_id, labels: dataclasses.replace(
+        query, thread_id=thread_id, run_id=None, user_id=None, run_labels=tuple(sorted(labels.items()))
+    ),
+    list_queries,
     maybe(text),
-    numbers,
-    st.integers(1, 1000),
-    maybe(ratings),
-    maybe(st.sampled_from([0, 1])),
-    maybe(text),
-    maybe(numbers),
-    maybe(numbers),
-).map(lambda args: (*args[0], *args[1:]))
+    st.dictionaries(text, text, max_size=3),
+)
+export_args = st.tuples(export_queries, numbers, st.integers(1, 1000))
 
 # The arguments of each prepared query, as its callers pass them, by name (a
 # tuple's or a dict's members share their name).

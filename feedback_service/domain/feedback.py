@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from feedback_service.core.errors import FailedPrecondition, NotFound, PermissionDenied
 from feedback_service.core.records import (
@@ -17,7 +17,7 @@ from feedback_service.core.records import (
     CallerRunFeedback,
     FeedbackDraft,
     FeedbackRow,
-    ListFilter,
+    ListQuery,
     RequestClaim,
     RunStats,
     ThreadStats,
@@ -25,7 +25,12 @@ from feedback_service.core.records import (
 from feedback_service.domain import analytics
 from feedback_service.domain.access import Access
 from feedback_service.domain.analytics import Comparison, VoteGroup
-from feedback_service.domain.pagination import decode_page_token, encode_page_token, within_budget
+from feedback_service.domain.pagination import (
+    decode_page_token,
+    encode_page_token,
+    query_scope,
+    within_budget,
+)
 from feedback_service.domain.validation import DEFAULT_TAGS, Checker
 from feedback_service.store import deletes, reads, stats, writes
 from feedback_service.store.database import Store
@@ -63,6 +68,35 @@ class ExportPage:
     feedback: list[FeedbackRow]
     run_labels: dict[str, dict[str, str]]
     page_token: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListRequest:
+    """What a list or an export asks for, as the caller sent it (unchecked):
+    servicers/convert.py builds it from a ListFeedback, ListThreadFeedback or
+    ExportFeedback request, and FeedbackRules checks it once into a
+    ListQuery. Timestamps are (seconds, nanos); 0 and '' ask for nothing."""
+
+    thread_id: str
+    run_id: str | None = None  # None: every run of the thread
+    user_id: str = ""  # a service's filter on one user
+    rating: int = 0
+    has_comment: bool | None = None
+    tag: str = ""
+    created_after: tuple[int, int] | None = None
+    created_before: tuple[int, int] | None = None
+    run_labels: Mapping[str, str] = field(default_factory=dict)  # ExportFeedback's selection
+
+
+def _visible(access: Access, query: ListQuery) -> ListQuery:
+    """The visibility rule: a user sees only their own feedback; a service
+    acting as itself sees all, or one user's with the user_id filter."""
+    viewer = access.user_id
+    if viewer is None:
+        return query
+    if query.user_id is not None and query.user_id != viewer:
+        raise PermissionDenied("only a service acting as itself may list another user's feedback")
+    return replace(query, user_id=viewer)
 
 
 class FeedbackRules:
@@ -118,115 +152,25 @@ class FeedbackRules:
     ) -> FeedbackRow:
         return await self._store.write(query, draft, access.checks_thread, *request, deadline=deadline)
 
-    async def list_run(
-        self,
-        access: Access,
-        *,
-        thread_id: str,
-        run_id: str,
-        page_size: int,
-        page_token: str,
-        rating: int,
-        has_comment: bool | None,
-        tag: str,
-        created_after: tuple[int, int] | None,
-        created_before: tuple[int, int] | None,
-        user_id: str,
-        deadline: float | None,
+    async def list_feedback(
+        self, access: Access, asked: ListRequest, *, page_size: int, page_token: str, deadline: float | None
     ) -> Page:
-        """One page of the feedback on a run that the filters keep, oldest first.
-        `created_after` and `created_before` are Timestamps' (seconds, nanos)."""
+        """One page of the feedback on a run (or, run_id None, on every run of
+        the thread) that the request keeps, oldest first."""
         check = Checker()
-        check.id("thread_id", thread_id)
-        check.id("run_id", run_id)
+        check.id("thread_id", asked.thread_id)
+        if asked.run_id is not None:
+            check.id("run_id", asked.run_id)
         size = check.page_size(page_size)
-        kept = self._list_filter(check, rating, has_comment, tag, created_after, created_before, user_id)
+        query = self._checked(check, asked)
         check.done()
-        return await self._page(access, thread_id, run_id, size, page_token, kept, deadline)
-
-    async def list_thread(
-        self,
-        access: Access,
-        *,
-        thread_id: str,
-        page_size: int,
-        page_token: str,
-        rating: int,
-        has_comment: bool | None,
-        tag: str,
-        created_after: tuple[int, int] | None,
-        created_before: tuple[int, int] | None,
-        user_id: str,
-        deadline: float | None,
-    ) -> Page:
-        """One page of the feedback on every run of a thread that the filters
-        keep, oldest first."""
-        check = Checker()
-        check.id("thread_id", thread_id)
-        size = check.page_size(page_size)
-        kept = self._list_filter(check, rating, has_comment, tag, created_after, created_before, user_id)
-        check.done()
-        return await self._page(access, thread_id, None, size, page_token, kept, deadline)
-
-    def _list_filter(
-        self,
-        check: Checker,
-        rating: int,
-        has_comment: bool | None,
-        tag: str,
-        created_after: tuple[int, int] | None,
-        created_before: tuple[int, int] | None,
-        user_id: str,
-    ) -> ListFilter:
-        after = check.timestamp("created_after", created_after)
-        before = check.timestamp("created_before", created_before)
-        if after is not None and before is not None and after >= before:
-            check.fail("created_before", "must be later than created_after")
-        return ListFilter(
-            rating=check.rating_filter(rating),
-            has_comment=has_comment,
-            tag=check.tag(tag, self._tags),
-            created_after=after,
-            created_before=before,
-            user_id=check.id("user_id", user_id, required=False),
-        )
-
-    async def _page(
-        self,
-        access: Access,
-        thread_id: str,
-        run_id: str | None,
-        size: int,
-        token: str,
-        kept: ListFilter,
-        deadline: float | None,
-    ) -> Page:
-        # A user sees only their own feedback; a service acting as itself sees
-        # all, or one user's with the user_id filter.
-        viewer = access.user_id
-        if kept.user_id and viewer is not None:
-            if kept.user_id != viewer:
-                raise PermissionDenied("only a service acting as itself may list another user's feedback")
-            kept = kept._replace(user_id="")  # their own, as without the filter
-        # Newlines cannot occur in ids, so distinct queries never share a scope;
-        # a filtered query's scope adds its filter, an unfiltered one's is as it
-        # was before filters existed.
-        scope = "\n".join((thread_id, run_id or "", viewer or ""))
-        if kept != ListFilter():
-            scope += f"\n{kept!r}"
-        after_id = decode_page_token(scope, token)
+        query = _visible(access, query)
+        scope = query_scope("list", query, access.user_id)
+        after_id = decode_page_token(scope, page_token)
         owner, rows = await self._store.read(
-            reads.feedback_page,
-            thread_id,
-            run_id,
-            viewer or kept.user_id or None,
-            after_id,
-            size + 1,
-            kept,
-            access.checks_thread,
-            deadline=deadline,
+            reads.feedback_page, query, after_id, size + 1, access.checks_thread, deadline=deadline
         )
-        access.check_thread(thread_id, owner)
+        access.check_thread(asked.thread_id, owner)
         # At most `size` rows, and fewer when they would pass the byte budget.
         fitting = within_budget([row.comment for row in rows[:size]])
         if fitting == len(rows):
@@ -235,6 +179,25 @@ class FeedbackRules:
         last_id = rows[-1].id
         assert last_id is not None, "a stored row has its id"
         return Page(rows, encode_page_token(scope, last_id))
+
+    def _checked(self, check: Checker, asked: ListRequest) -> ListQuery:
+        """The query a list or an export runs, its filters checked (the ids
+        that lead a request, and an export's run labels, are checked by the
+        operation, in the order its fields come); before the visibility rule."""
+        after = check.timestamp("created_after", asked.created_after)
+        before = check.timestamp("created_before", asked.created_before)
+        if after is not None and before is not None and after >= before:
+            check.fail("created_before", "must be later than created_after")
+        return ListQuery(
+            thread_id=asked.thread_id or None,
+            run_id=asked.run_id,
+            rating=check.rating_filter(asked.rating),
+            has_comment=asked.has_comment,
+            tag=check.tag(asked.tag, self._tags) or None,
+            created_after=after,
+            created_before=before,
+            user_id=check.id("user_id", asked.user_id, required=False) or None,
+        )
 
     async def stats_for_run(
         self,
@@ -467,37 +430,21 @@ class FeedbackRules:
         return (thread_id or None,)
 
     async def export(
-        self,
-        *,
-        run_labels: Mapping[str, str],
-        thread_id: str,
-        rating: int,
-        tag: str,
-        has_comment: bool | None,
-        created_after: tuple[int, int] | None,
-        created_before: tuple[int, int] | None,
-        page_token: str,
-        deadline: float | None,
+        self, asked: ListRequest, *, page_token: str, deadline: float | None
     ) -> AsyncGenerator[ExportPage, None]:
-        """Every feedback the filters keep, oldest first, page by page with
+        """Every feedback the request keeps, oldest first, page by page with
         its runs' labels and the token to resume after it; each page is read
         on its own (no transaction spans the export)."""
         check = Checker()
-        selection = check.labels("run_labels", run_labels)
-        check.id("thread_id", thread_id, required=False)
-        kept = self._list_filter(check, rating, has_comment, tag, created_after, created_before, "")
+        selection = check.labels("run_labels", asked.run_labels)
+        check.id("thread_id", asked.thread_id, required=False)
+        query = replace(self._checked(check, asked), run_labels=tuple(sorted(selection.items())))
         check.done()
-        scope = f"export\n{thread_id}\n{sorted(selection.items())!r}\n{kept!r}"
+        scope = query_scope("export", query)
         after_id = decode_page_token(scope, page_token)
         while True:
             fetched, labels = await self._store.read(
-                reads.export_page,
-                selection,
-                thread_id or None,
-                after_id,
-                EXPORT_PAGE_SIZE,
-                kept,
-                deadline=deadline,
+                reads.export_page, query, after_id, EXPORT_PAGE_SIZE, deadline=deadline
             )
             rows = fetched[: within_budget([row.comment for row in fetched])]
             if rows:
