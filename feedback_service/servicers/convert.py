@@ -19,7 +19,7 @@ from feedback_service.core.records import (
 )
 from feedback_service.domain.analytics import Comparison, VoteGroup
 from feedback_service.domain.changes import Change
-from feedback_service.domain.feedback import ExportPage, ListRequest
+from feedback_service.domain.feedback_lists import ExportPage, ListRequest
 
 # TimeBucket values -> the domain's bucket names ('' for anything else).
 BUCKETS = {feedback_pb2.TIME_BUCKET_HOUR: "hour", feedback_pb2.TIME_BUCKET_DAY: "day"}
