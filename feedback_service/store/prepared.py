@@ -3,6 +3,7 @@ bound to new values. Peewee renders a query in Python on every call, which
 costs more than SQLite takes to answer it; the hot reads skip that."""
 
 import dataclasses
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,7 +15,8 @@ Marker = str
 # Where a value sits in the arguments: its position, then list indexes or
 # dataclass field names down to it.
 Path = tuple[int | str, ...]
-_CONSTANT: Path = ()
+# Takes the value at a path from the arguments; a constant has none.
+Picker = Callable[[Sequence[Any]], Any]
 
 
 def _marker(path: Path) -> Marker:
@@ -31,7 +33,7 @@ class Prepared:
 
     def __init__(self, build: Callable[..., Query]) -> None:
         self._build = build
-        self._cache: dict[tuple[object, ...], tuple[str, list[tuple[Path, Any]]]] = {}
+        self._cache: dict[tuple[object, ...], tuple[str, list[tuple[Picker | None, Any]]]] = {}
 
     @property
     def build(self) -> Callable[..., Query]:
@@ -44,15 +46,15 @@ class Prepared:
         if entry is None:
             entry = self._cache[shape] = self._compile(args)
         sql, bindings = entry
-        params = [_pick(args, path) if path else value for path, value in bindings]
+        params = [pick(args) if pick else value for pick, value in bindings]
         return sql, params
 
-    def _compile(self, args: Sequence[Any]) -> tuple[str, list[tuple[Path, Any]]]:
+    def _compile(self, args: Sequence[Any]) -> tuple[str, list[tuple[Picker | None, Any]]]:
         markers: dict[Marker, Path] = {}
         stand_ins = [_stand_in(arg, (position,), markers) for position, arg in enumerate(args)]
         sql, params = self._build(*stand_ins).sql()
-        bindings = [
-            (markers[p], None) if isinstance(p, str) and p in markers else (_CONSTANT, p) for p in params
+        bindings: list[tuple[Picker | None, Any]] = [
+            (_picker(markers[p]), None) if isinstance(p, str) and p in markers else (None, p) for p in params
         ]
         return sql, bindings
 
@@ -73,7 +75,14 @@ def _stand_in(value: Any, path: Path, markers: dict[Marker, Path]) -> Any:
     return marker
 
 
+# Types bound as one value, whose shape is their type (the common case, checked first).
+_SCALARS = frozenset({str, int, float, bool, bytes})
+
+
 def _shape(arg: Any) -> object:
+    kind = type(arg)
+    if kind in _SCALARS:
+        return kind
     if arg is None:
         return None
     if isinstance(arg, list | tuple):
@@ -82,25 +91,53 @@ def _shape(arg: Any) -> object:
         if arg and isinstance(arg[0], list | tuple):
             return tuple(_shape(item) for item in arg)
         return len(arg)
-    names = _field_names(type(arg))
-    if names is not None:
-        return (type(arg), *(_shape(getattr(arg, name)) for name in names))
-    return type(arg)
+    fields = _fields_getter(kind)
+    if fields is not None:
+        return (kind, *map(_shape, fields(arg)))
+    return kind
 
 
-# The field names of each dataclass argument's type; None for any other type.
-_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+# For each dataclass argument's type, its field names and a getter of their
+# values (as a tuple); None for any other type.
+_FIELDS: dict[type, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]] | None] = {}
+
+
+def _field_entry(kind: type) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]] | None:
+    if kind not in _FIELDS:
+        names = tuple(f.name for f in dataclasses.fields(kind)) if dataclasses.is_dataclass(kind) else ()
+        # attrgetter of one name returns the value itself, not a 1-tuple.
+        getter = (
+            operator.attrgetter(*names) if len(names) > 1 else (lambda value: (getattr(value, names[0]),))
+        )
+        _FIELDS[kind] = (names, getter) if names else None
+    return _FIELDS[kind]
 
 
 def _field_names(kind: type) -> tuple[str, ...] | None:
-    if kind not in _FIELD_NAMES:
-        is_record = dataclasses.is_dataclass(kind)
-        _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(kind)) if is_record else None
-    return _FIELD_NAMES[kind]
+    entry = _field_entry(kind)
+    return None if entry is None else entry[0]
 
 
-def _pick(args: Sequence[Any], path: Path) -> Any:
-    value: Any = args
-    for step in path:
-        value = getattr(value, step) if isinstance(step, str) else value[step]
-    return value
+def _fields_getter(kind: type) -> Callable[[Any], tuple[Any, ...]] | None:
+    entry = _field_entry(kind)
+    return None if entry is None else entry[1]
+
+
+def _picker(path: Path) -> Picker:
+    """A function of the arguments that returns the value at `path`; made
+    once per cached statement, so that binding walks no path."""
+    position, *rest = path
+    assert isinstance(position, int)
+    if not rest:
+        return operator.itemgetter(position)
+    if len(rest) == 1 and isinstance(rest[0], str):
+        name = rest[0]
+        return lambda args: getattr(args[position], name)
+
+    def pick(args: Sequence[Any]) -> Any:
+        value = args[position]
+        for step in rest:
+            value = getattr(value, step) if isinstance(step, str) else value[step]
+        return value
+
+    return pick
