@@ -50,8 +50,9 @@ from feedback_service.config import sqlite_url
 from feedback_service.store.database import open_database
 from feedback_service.store.dialects import describe_url
 from feedback_service.store.migrations import migrate
-from feedback_service.store.models import Feedback, FeedbackTag, Run, Thread
-from feedback_service.store.queries import FEEDBACK_COLUMNS, TAG_COLUMNS, TAG_SEPARATOR
+from feedback_service.store.models import TAG_SEPARATOR, Feedback, FeedbackTag, Run, Thread
+from feedback_service.store.rows import FEEDBACK_COLUMNS
+from feedback_service.store.writes import TAG_COLUMNS
 
 CHUNK = 50_000  # rows per executemany, COPY or LOAD DATA
 TRANSACTION = 250_000  # rows per SQLite transaction

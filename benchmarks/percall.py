@@ -101,13 +101,14 @@ def steps() -> dict[str, tuple[Callable[[], object], int]]:
 
 def store_steps(path: str) -> dict[str, tuple[Callable[[], object], int]]:
     """The units of work behind the benchmark's scenarios, as a user calls them."""
+    import dataclasses
     import itertools
 
     import workload as w
 
     from feedback_service.config import sqlite_url
-    from feedback_service.core.records import FeedbackDraft, ListFilter
-    from feedback_service.store import queries
+    from feedback_service.core.records import FeedbackDraft, ListQuery
+    from feedback_service.store import reads, stats, threads, writes
     from feedback_service.store.database import open_database
     from feedback_service.store.migrations import migrate
 
@@ -116,43 +117,45 @@ def store_steps(path: str) -> dict[str, tuple[Callable[[], object], int]]:
 
     def create() -> object:
         draft = FeedbackDraft(w.WRITE_THREAD, w.WRITE_RUNS[0], w.USER, next(messages), 1, "", ())
-        return queries.create_feedback(draft, True)
+        return writes.create_feedback(draft, True)
 
     upsert = FeedbackDraft(w.WRITE_THREAD, w.WRITE_RUNS[1], w.USER, "", -1, "hot", ())
-    filtered = ListFilter(rating=w.FILTER_RATING, tag=w.FILTER_TAG)
+    # As a user lists a run of their thread: their own feedback.
+    listed = ListQuery(thread_id=w.READ_THREAD, run_id=w.HOT_RUN, user_id=w.USER)
+    filtered = dataclasses.replace(listed, rating=w.FILTER_RATING, tag=w.FILTER_TAG)
     year_end = (time.time_ns() // 1000 // DAY_US + 1) * DAY_US
     return {
         "store: GetFeedbackStats (owner + counts)": (
-            lambda: queries.stats_for_runs(w.READ_THREAD, [w.HOT_RUN], False, True),
+            lambda: stats.stats_for_runs(w.READ_THREAD, [w.HOT_RUN], False, True),
             2_000,
         ),
         "store: BatchGetFeedbackStats, 50 runs": (
-            lambda: queries.stats_for_runs(w.READ_THREAD, list(w.BATCH_RUNS), False, True),
+            lambda: stats.stats_for_runs(w.READ_THREAD, list(w.BATCH_RUNS), False, True),
             300,
         ),
         "store: ListFeedback, page of 100": (
-            lambda: queries.feedback_page(w.READ_THREAD, w.HOT_RUN, w.USER, 0, 101, ListFilter(), True),
+            lambda: reads.feedback_page(listed, 0, 101, True),
             300,
         ),
         "store: ListFeedback filtered (rating -1, a tag)": (
-            lambda: queries.feedback_page(w.READ_THREAD, w.HOT_RUN, w.USER, 0, 101, filtered, True),
+            lambda: reads.feedback_page(filtered, 0, 101, True),
             300,
         ),
         "store: BatchGetCallerFeedback, 50 runs": (
-            lambda: queries.caller_feedback(w.READ_THREAD, w.USER, list(w.BATCH_RUNS), 1001, True),
+            lambda: reads.caller_feedback(w.READ_THREAD, w.USER, list(w.BATCH_RUNS), 1001, True),
             300,
         ),
-        "store: GetThreadFeedbackStats": (lambda: queries.thread_stats(w.READ_THREAD, True), 300),
+        "store: GetThreadFeedbackStats": (lambda: stats.thread_stats(w.READ_THREAD, True), 300),
         "store: GetFeedbackTimeSeries, every thread, a year by day": (
-            lambda: queries.time_series(None, year_end - 365 * DAY_US, year_end, DAY_US, False),
+            lambda: stats.time_series(None, year_end - 365 * DAY_US, year_end, DAY_US, False),
             1,
         ),
         "store: RegisterRun (already registered)": (
-            lambda: queries.register_run(w.READ_THREAD, w.HOT_RUN),
+            lambda: threads.register_run(w.READ_THREAD, w.HOT_RUN),
             1_000,
         ),
         "store: CreateFeedback (with its change)": (create, 1_000),
-        "store: UpsertFeedback (with its change)": (lambda: queries.upsert_feedback(upsert, True), 1_000),
+        "store: UpsertFeedback (with its change)": (lambda: writes.upsert_feedback(upsert, True), 1_000),
     }
 
 

@@ -5,7 +5,7 @@ import grpc
 import pytest
 
 from feedback.v1 import feedback_pb2 as pb
-from feedback_service.domain import feedback as domain_feedback
+from feedback_service.domain import feedback_lists
 from tests.harness import as_service, as_service_for, as_user, bad_fields, register, rpc_error
 
 ALICE = as_user("alice")
@@ -102,7 +102,7 @@ def test_a_bad_run_id_is_named_by_index(world):
 
 
 def test_more_feedback_than_the_limit_is_failed_precondition(world, monkeypatch):
-    monkeypatch.setattr(domain_feedback, "MAX_CALLER_FEEDBACK", 3)
+    monkeypatch.setattr(feedback_lists, "MAX_CALLER_FEEDBACK", 3)
     for i in range(3):
         rate(world, message_id=f"m-{i}")
     assert len(caller_feedback(world, ["r1"])[0].message_feedback) == 3

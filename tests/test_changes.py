@@ -27,7 +27,7 @@ from feedback.v1 import thread_registry_pb2 as registry_pb2
 from feedback_service.config import sqlite_url
 from feedback_service.core.records import ChangeKind
 from feedback_service.store import changes as change_log
-from feedback_service.store import queries
+from feedback_service.store import writes
 from feedback_service.store.database import open_database
 from feedback_service.store.models import Feedback
 from tests.harness import (
@@ -527,9 +527,9 @@ def test_a_write_begun_first_and_committed_last_is_not_skipped(backend, tmp_path
                 db.connection_context(),
             ):
                 with db.atomic():
-                    held = queries._new_row(draft("held"))
+                    held = writes._new_row(draft("held"))
                     Feedback.insert(
-                        dict(zip(queries.INSERTED_FIELDS, queries._inserted_values(held), strict=True))
+                        dict(zip(writes.INSERTED_FIELDS, writes._inserted_values(held), strict=True))
                     ).execute()
                     # Committed while `held` is open.
                     later = client.feedback.CreateFeedback(
@@ -540,7 +540,7 @@ def test_a_write_begun_first_and_committed_last_is_not_skipped(backend, tmp_path
                         assert read_changes(client, after=start) == []
                     else:  # streamed at once
                         assert kinds(follower.wait_for(1)) == [(CREATED, later.feedback_id)]
-                    change_log.append_changes(ChangeKind.CREATED, [queries._key(held)], held.updated_at)
+                    change_log.append_changes(ChangeKind.CREATED, [writes._key(held)], held.updated_at)
                 both = [(CREATED, later.feedback_id), (CREATED, held.feedback_id)]
                 assert kinds(follower.wait_for(2)) == (both[::-1] if by_transaction else both)
                 ids = dict(db.execute_sql("SELECT feedback_id, id FROM feedback").fetchall())
@@ -580,7 +580,7 @@ def test_a_change_held_uncommitted_holds_back_later_changes_until_it_commits(bac
                 db.connection_context(),
             ):
                 with db.atomic():
-                    held = queries.create_feedback(draft("held"), False)
+                    held = writes.create_feedback(draft("held"), False)
                     later = client.feedback.CreateFeedback.future(
                         pb.CreateFeedbackRequest(thread_id="t1", run_id="r1", rating=1),
                         metadata=as_user("later"),
@@ -626,14 +626,14 @@ class HeldWrite:
 
     def _run(self) -> None:
         with self.db.connection_context(), self.db.atomic():
-            row = queries._new_row(draft(self.user))
+            row = writes._new_row(draft(self.user))
             Feedback.insert(
-                dict(zip(queries.INSERTED_FIELDS, queries._inserted_values(row), strict=True))
+                dict(zip(writes.INSERTED_FIELDS, writes._inserted_values(row), strict=True))
             ).execute()
             self.feedback_id = row.feedback_id
             self.begun.set()
             assert self.commit.wait(60)
-            change_log.append_changes(ChangeKind.CREATED, [queries._key(row)], row.updated_at)
+            change_log.append_changes(ChangeKind.CREATED, [writes._key(row)], row.updated_at)
         self.done.set()
 
     def finish(self) -> None:

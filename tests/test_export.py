@@ -8,7 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from feedback.v1 import feedback_pb2 as pb
 from feedback.v1 import thread_registry_pb2 as registry_pb2
-from feedback_service.domain.feedback import EXPORT_PAGE_SIZE
+from feedback_service.domain.feedback_lists import EXPORT_PAGE_SIZE
 from tests.harness import (
     as_service,
     as_service_for,

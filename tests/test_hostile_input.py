@@ -9,6 +9,7 @@ here (a field of a type not handled below fails the test loudly).
 """
 
 import base64
+import json
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -414,9 +415,19 @@ LIST_FILTERS = ("rating", "has_comment", "tag", "created_after", "created_before
 
 def page_scope(thread_id: str, run_id: str | None, viewer: str | None) -> str:
     """The query scope a page token of an unfiltered list is bound to, as
-    FeedbackRules._page builds it (test_forged_page_tokens_use_the_service_scope
-    checks that it agrees)."""
-    return "\n".join((thread_id, run_id or "", viewer or ""))
+    domain/pagination.py's query_scope builds it
+    (test_forged_page_tokens_use_the_service_scope checks that it agrees).
+    The encoding is spelled out here, not imported, so that a change to it,
+    which would refuse every live token, fails that test. Its version is v2:
+    tokens from before it (bound to the repr() of the filter) are refused
+    with the usual INVALID_ARGUMENT, once, by the deploy that brought it."""
+    fields = {"thread_id": thread_id}
+    if run_id is not None:
+        fields["run_id"] = run_id
+    if viewer is not None:  # a user lists their own feedback only
+        fields["user_id"] = viewer
+    encoded = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return "\n".join(("v2", "list", viewer or "", encoded))
 
 
 def fingerprint(scope: str) -> str:

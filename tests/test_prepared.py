@@ -7,13 +7,15 @@ transforms a value before binding it, fails here.
 No database is reached: a query's SQL is rendered by the dialect's class
 (for MySQL, as for a server whose version is not known yet)."""
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feedback_service.store import changes, queries, requests
+from feedback_service.core.records import ListQuery
+from feedback_service.store import changes, deletes, reads, requests, stats, thread_rule, threads, writes
 from feedback_service.store.dialects import dialect_database
 from feedback_service.store.models import database
 from feedback_service.store.prepared import Prepared
@@ -40,71 +42,70 @@ def maybe(strategy: st.SearchStrategy) -> st.SearchStrategy:
 # One INSERTED_COLUMNS row: feedback_id .. message_id, rating, comment,
 # created_at, updated_at, tags (joined).
 inserted_values = st.tuples(text, text, text, text, text, ratings, text, numbers, numbers, text).map(list)
-# thread_id, run_id, user_id, after_id, limit, rating, has_comment, tag, created_after, created_before
-page_args = st.tuples(
-    text,
-    maybe(text),
-    maybe(text),
-    numbers,
-    st.integers(1, 1000),
-    maybe(ratings),
-    maybe(st.sampled_from([0, 1])),
-    maybe(text),
-    maybe(numbers),
-    maybe(numbers),
+# A ListQuery as the domain builds it: every field set or left to keep everything.
+list_queries = st.builds(
+    ListQuery,
+    thread_id=text,
+    run_id=maybe(text),
+    user_id=maybe(text),
+    rating=maybe(ratings),
+    has_comment=maybe(st.booleans()),
+    tag=maybe(text),
+    created_after=maybe(numbers),
+    created_before=maybe(numbers),
 )
+# query, after_id, limit
+page_args = st.tuples(list_queries, numbers, st.integers(1, 1000))
 caller_args = st.tuples(text, text, run_ids, st.integers(1, 1000))
 # A run-label selection as the store passes it: its keys and its values, in key order.
 selections = st.dictionaries(text, text, max_size=3).map(
     lambda chosen: ([key for key in sorted(chosen)], [chosen[key] for key in sorted(chosen)])
 )
-# keys, values, thread_id, after_id, limit, rating, has_comment, tag, created_after, created_before
-export_args = st.tuples(
-    selections,
+# An export's query: any thread or every thread (None), a selection of runs, no user.
+export_queries = st.builds(
+    lambda query, thread_id, labels: dataclasses.replace(
+        query, thread_id=thread_id, run_id=None, user_id=None, run_labels=tuple(sorted(labels.items()))
+    ),
+    list_queries,
     maybe(text),
-    numbers,
-    st.integers(1, 1000),
-    maybe(ratings),
-    maybe(st.sampled_from([0, 1])),
-    maybe(text),
-    maybe(numbers),
-    maybe(numbers),
-).map(lambda args: (*args[0], *args[1:]))
+    st.dictionaries(text, text, max_size=3),
+)
+export_args = st.tuples(export_queries, numbers, st.integers(1, 1000))
 
 # The arguments of each prepared query, as its callers pass them, by name (a
 # tuple's or a dict's members share their name).
 ARGUMENTS: dict[str, st.SearchStrategy[tuple]] = {
-    "queries._THREAD_OWNER": st.tuples(text),
-    "queries._LOCKED_THREAD": st.tuples(text),
-    "queries._LOCKED_RUNS": st.tuples(text),
-    "queries._RUN_THREAD": st.tuples(text),
-    "queries._INSERT_IF_RUN": st.tuples(text, text, maybe(text), inserted_values),
-    "queries._UPSERT_IF_RUN": st.tuples(text, text, maybe(text), inserted_values),
-    "queries._BY_KEY": st.tuples(text, text, text, text),
-    "queries._INSERT_TAGS": st.tuples(text, text, text, text, st.lists(text, min_size=1, max_size=4)),
-    "queries._DELETE_TAGS": st.tuples(numbers),
-    "queries._DELETE_ONE": st.tuples(text, text, text, text, maybe(text)),
-    "queries._DELETE_RUN": st.tuples(text, text, text, maybe(text)),
-    "queries._DELETE_THREAD": st.tuples(text),
-    "queries._DELETE_USER": st.tuples(text),
-    "queries._PAGE": page_args,
-    "queries._PAGE_WITH_OWNER": page_args,
-    "queries._CALLER_FEEDBACK": caller_args,
-    "queries._CALLER_FEEDBACK_WITH_OWNER": caller_args,
-    "queries._STATS": st.tuples(text, run_ids),
-    "queries._STATS_WITH_OWNER": st.tuples(text, run_ids),
-    "queries._THREAD_STATS": st.tuples(text),
-    "queries._THREAD_STATS_WITH_OWNER": st.tuples(text),
-    "queries._SERIES": st.tuples(maybe(text), numbers, numbers),
-    "queries._SERIES_WITH_OWNER": st.tuples(text, numbers, numbers),
-    "queries._LABEL_VOTES": st.tuples(
-        maybe(text), selections, maybe(text), maybe(numbers), maybe(numbers)
-    ).map(lambda args: (args[0], *args[1], *args[2:])),
-    "queries._LABEL_VOTES_WITH_OWNER": st.tuples(
+    "thread_rule._THREAD_OWNER": st.tuples(text),
+    "threads._LOCKED_THREAD": st.tuples(text),
+    "deletes._LOCKED_RUNS": st.tuples(text),
+    "threads._RUN_THREAD": st.tuples(text),
+    "writes._INSERT_IF_RUN": st.tuples(text, text, maybe(text), inserted_values),
+    "writes._UPSERT_IF_RUN": st.tuples(text, text, maybe(text), inserted_values),
+    "writes._BY_KEY": st.tuples(text, text, text, text),
+    "writes._INSERT_TAGS": st.tuples(text, text, text, text, st.lists(text, min_size=1, max_size=4)),
+    "writes._DELETE_TAGS": st.tuples(numbers),
+    "deletes._DELETE_ONE": st.tuples(text, text, text, text, maybe(text)),
+    "deletes._DELETE_RUN": st.tuples(text, text, text, maybe(text)),
+    "deletes._DELETE_THREAD": st.tuples(text),
+    "deletes._DELETE_USER": st.tuples(text),
+    "reads._PAGE": page_args,
+    "reads._PAGE_WITH_OWNER": page_args,
+    "reads._CALLER_FEEDBACK": caller_args,
+    "reads._CALLER_FEEDBACK_WITH_OWNER": caller_args,
+    "stats._STATS": st.tuples(text, run_ids),
+    "stats._STATS_WITH_OWNER": st.tuples(text, run_ids),
+    "stats._THREAD_STATS": st.tuples(text),
+    "stats._THREAD_STATS_WITH_OWNER": st.tuples(text),
+    "stats._SERIES": st.tuples(maybe(text), numbers, numbers),
+    "stats._SERIES_WITH_OWNER": st.tuples(text, numbers, numbers),
+    "stats._LABEL_VOTES": st.tuples(maybe(text), selections, maybe(text), maybe(numbers), maybe(numbers)).map(
+        lambda args: (args[0], *args[1], *args[2:])
+    ),
+    "stats._LABEL_VOTES_WITH_OWNER": st.tuples(
         text, maybe(text), selections, maybe(numbers), maybe(numbers)
     ).map(lambda args: (args[0], args[1], *args[2], *args[3:])),
-    "queries._EXPORT": export_args,
-    "queries._LABELS_OF_RUNS": st.tuples(st.lists(text, min_size=1, max_size=4)),
+    "reads._EXPORT": export_args,
+    "reads._LABELS_OF_RUNS": st.tuples(st.lists(text, min_size=1, max_size=4)),
     "changes._ADVANCE": st.tuples(st.integers(1, 10_000)),
     "changes._INSERT_ONE": st.tuples(
         numbers, st.sampled_from([1, 2, 3]), text, text, text, text, text, numbers
@@ -126,8 +127,8 @@ def prepared_queries() -> Iterator[tuple[str, str, Prepared]]:
     """(name, label, query) of every Prepared the store's modules hold, alone
     or in a tuple or dict (the time series' for SERIES_WIDTHS)."""
     for width in SERIES_WIDTHS:
-        queries._series_statements(width)
-    for module in (queries, changes, requests):
+        stats._series_statements(width)
+    for module in (thread_rule, threads, writes, deletes, reads, stats, changes, requests):
         prefix = module.__name__.rsplit(".", 1)[1]
         for attribute, value in vars(module).items():
             name = f"{prefix}.{attribute}"

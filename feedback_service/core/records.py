@@ -58,15 +58,31 @@ class FeedbackRow(NamedTuple):
     tags: tuple[str, ...]  # in the order given
 
 
-class ListFilter(NamedTuple):
-    """What a list keeps, already validated; None (or '') keeps everything."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListQuery:
+    """What a list keeps and where it looks, checked, with the visibility
+    rule applied: the domain builds it once from the request, and the store
+    turns it into SQL (store/reads.py). A field left at its default keeps
+    everything; the page-token scope encodes the fields that differ from
+    their defaults (domain/pagination.py), so a field added later with a
+    default that keeps everything leaves live tokens valid."""
 
+    thread_id: str | None  # None: every thread (ExportFeedback only)
+    run_id: str | None = None  # None: every run of the thread
+    user_id: str | None = None  # whose feedback; None: everyone's
     rating: int | None = None
     has_comment: bool | None = None
-    tag: str = ""
+    tag: str | None = None
     created_after: int | None = None  # microseconds, inclusive
     created_before: int | None = None  # microseconds, exclusive
-    user_id: str = ""  # a service's filter on one user
+    # ExportFeedback's selection of runs: (key, value) pairs, sorted by key.
+    run_labels: tuple[tuple[str, str], ...] = ()
+
+    def filters_nothing(self) -> bool:
+        """Whether only where it looks (thread, run, user) narrows the list."""
+        return (self.rating, self.has_comment, self.tag, self.created_after, self.created_before) == (
+            (None,) * 5
+        ) and not self.run_labels
 
 
 class TagCount(NamedTuple):

@@ -9,9 +9,12 @@ log's id.
 
 import base64
 import binascii
+import dataclasses
 import hashlib
+import json
 
 from feedback_service.core.errors import FieldViolation, InvalidArgument
+from feedback_service.core.records import ListQuery
 
 MAX_ROW_ID = 2**63 - 1  # row ids and log positions are signed 64-bit on every backend
 MAX_DIGITS = len(str(MAX_ROW_ID))
@@ -75,6 +78,31 @@ def unpack_token(token: str) -> tuple[int, str] | None:
     """(number, tag) of a token from pack_token; None for anything else."""
     unpacked = unpack_numbers(token, 1)
     return None if unpacked is None else (unpacked[0][0], unpacked[1])
+
+
+# The version of query_scope's encoding. A token carries a fingerprint of
+# its scope, so a new encoding refuses the tokens of the old one; the first,
+# unversioned, was the repr() of the filter, and its tokens are refused with
+# INVALID_ARGUMENT ("start with an empty token"), once, by the deploy that
+# brought this one.
+SCOPE_VERSION = "v2"
+
+
+def query_scope(kind: str, query: ListQuery, viewer: str | None = None) -> str:
+    """The scope a page token of a list ("list") or an export ("export") is
+    bound to: the version, the kind, the user the call acts for (a user's
+    token is theirs, not a service's filtering on them), and the canonical
+    JSON of the query's fields that differ from their defaults, sorted by
+    name. A field added later, whose default keeps everything, leaves every
+    live token valid. Newlines cannot occur in ids, so distinct queries never
+    share a scope."""
+    changed = {
+        field.name: getattr(query, field.name)
+        for field in dataclasses.fields(query)
+        if getattr(query, field.name) != field.default
+    }
+    fields = json.dumps(changed, sort_keys=True, separators=(",", ":"))
+    return "\n".join((SCOPE_VERSION, kind, viewer or "", fields))
 
 
 def encode_page_token(scope: str, last_id: int) -> str:

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 
 from feedback_service.core.records import RunRecord, ThreadRecord
 from feedback_service.domain.validation import Checker
-from feedback_service.store import queries
+from feedback_service.store import deletes, threads
 from feedback_service.store.database import Store
 
 
@@ -21,7 +21,7 @@ class ThreadRules:
         check.id("thread_id", thread_id)
         check.id("owner_user_id", owner_user_id, required=False)
         check.done()
-        return await self._store.write(queries.register_thread, thread_id, owner_user_id, deadline=deadline)
+        return await self._store.write(threads.register_thread, thread_id, owner_user_id, deadline=deadline)
 
     async def register_run(
         self, *, thread_id: str, run_id: str, labels: Mapping[str, str] | None = None, deadline: float | None
@@ -33,11 +33,11 @@ class ThreadRules:
         check.id("run_id", run_id)
         checked = check.labels("labels", labels or {})
         check.done()
-        return await self._store.write(queries.register_run, thread_id, run_id, checked, deadline=deadline)
+        return await self._store.write(threads.register_run, thread_id, run_id, checked, deadline=deadline)
 
     async def delete_thread(self, *, thread_id: str, deadline: float | None) -> tuple[int, int]:
         """Deletes a thread with its runs and feedback; returns (runs, feedback) deleted."""
         check = Checker()
         check.id("thread_id", thread_id)
         check.done()
-        return await self._store.write(queries.delete_thread, thread_id, deadline=deadline)
+        return await self._store.write(deletes.delete_thread, thread_id, deadline=deadline)

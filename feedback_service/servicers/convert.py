@@ -19,7 +19,7 @@ from feedback_service.core.records import (
 )
 from feedback_service.domain.analytics import Comparison, VoteGroup
 from feedback_service.domain.changes import Change
-from feedback_service.domain.feedback import ExportPage
+from feedback_service.domain.feedback_lists import ExportPage, ListRequest
 
 # TimeBucket values -> the domain's bucket names ('' for anything else).
 BUCKETS = {feedback_pb2.TIME_BUCKET_HOUR: "hour", feedback_pb2.TIME_BUCKET_DAY: "day"}
@@ -69,6 +69,31 @@ def optional_time(message: Message, field: str) -> tuple[int, int] | None:
 def optional_bool(message: Message, field: str) -> bool | None:
     """An `optional bool` field; None when unset."""
     return getattr(message, field) if message.HasField(field) else None
+
+
+def list_request(
+    request: (
+        feedback_pb2.ListFeedbackRequest
+        | feedback_pb2.ListThreadFeedbackRequest
+        | feedback_pb2.ExportFeedbackRequest
+    ),
+) -> ListRequest:
+    """The query of a list or export request, unchecked: the fields its
+    message has (ListFeedback's run_id, the lists' user_id, ExportFeedback's
+    run_labels), the others left at their defaults."""
+    return ListRequest(
+        thread_id=request.thread_id,
+        run_id=request.run_id if isinstance(request, feedback_pb2.ListFeedbackRequest) else None,
+        user_id="" if isinstance(request, feedback_pb2.ExportFeedbackRequest) else request.user_id,
+        rating=request.rating,
+        has_comment=optional_bool(request, "has_comment"),
+        tag=request.tag,
+        created_after=optional_time(request, "created_after"),
+        created_before=optional_time(request, "created_before"),
+        run_labels=dict(request.run_labels)
+        if isinstance(request, feedback_pb2.ExportFeedbackRequest)
+        else {},
+    )
 
 
 def feedback_message(row: FeedbackRow) -> feedback_pb2.Feedback:

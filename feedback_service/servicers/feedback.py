@@ -24,7 +24,7 @@ from feedback_service.servicers.convert import (
     export_response,
     feedback_message,
     feedback_page,
-    optional_bool,
+    list_request,
     optional_time,
     stats_message,
     thread_stats_message,
@@ -72,18 +72,11 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
     async def ListFeedback(
         self, request: pb.ListFeedbackRequest, context: Context
     ) -> pb.ListFeedbackResponse:
-        page = await self._rules.list_run(
+        page = await self._rules.list_feedback(
             current_access.get(),
-            thread_id=request.thread_id,
-            run_id=request.run_id,
+            list_request(request),
             page_size=request.page_size,
             page_token=request.page_token,
-            rating=request.rating,
-            has_comment=optional_bool(request, "has_comment"),
-            tag=request.tag,
-            created_after=optional_time(request, "created_after"),
-            created_before=optional_time(request, "created_before"),
-            user_id=request.user_id,
             deadline=deadline(context),
         )
         return feedback_page(pb.ListFeedbackResponse(next_page_token=page.next_page_token), page.feedback)
@@ -91,17 +84,11 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
     async def ListThreadFeedback(
         self, request: pb.ListThreadFeedbackRequest, context: Context
     ) -> pb.ListThreadFeedbackResponse:
-        page = await self._rules.list_thread(
+        page = await self._rules.list_feedback(
             current_access.get(),
-            thread_id=request.thread_id,
+            list_request(request),
             page_size=request.page_size,
             page_token=request.page_token,
-            rating=request.rating,
-            has_comment=optional_bool(request, "has_comment"),
-            tag=request.tag,
-            created_after=optional_time(request, "created_after"),
-            created_before=optional_time(request, "created_before"),
-            user_id=request.user_id,
             deadline=deadline(context),
         )
         return feedback_page(
@@ -249,15 +236,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
     ) -> None:
         """Writes each page as it is read (the call is a server stream)."""
         pages = self._rules.export(
-            run_labels=dict(request.run_labels),
-            thread_id=request.thread_id,
-            rating=request.rating,
-            tag=request.tag,
-            has_comment=optional_bool(request, "has_comment"),
-            created_after=optional_time(request, "created_after"),
-            created_before=optional_time(request, "created_before"),
-            page_token=request.page_token,
-            deadline=deadline(context),
+            list_request(request), page_token=request.page_token, deadline=deadline(context)
         )
         async with contextlib.aclosing(pages):
             async for page in pages:

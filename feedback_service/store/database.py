@@ -1,6 +1,6 @@
 """Opening the database, and running units of work on it.
 
-A unit of work is a plain function of store/queries.py, store/changes.py or
+A unit of work is a plain function of a store module (threads.py, writes.py, …) or
 store/requests.py. The Store runs it the way the database's dialect asks:
 first on the event loop when the dialect allows it (SQLite) and the unit is
 marked `short` (measured to stay short whatever the data: an index lookup of
