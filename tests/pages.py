@@ -117,7 +117,11 @@ def check_outputs(walk: list[tuple[str, tuple[str, str] | None]], outputs: list[
         if documented is None:
             assert "ERROR" not in printed and "rror" not in printed, f"{body}\nprinted:\n{printed}"
         elif documented[0] == "json":
-            values, expected = json_values(printed), json_values(documented[1])
+            try:
+                values = json_values(printed)
+            except json.JSONDecodeError:
+                raise AssertionError(f"{body}\nprinted, not JSON:\n{printed}") from None
+            expected = json_values(documented[1])
             assert len(values) == len(expected), f"{body}\nprinted:\n{printed}"
             for want, got in zip(expected, values, strict=True):
                 same_shape(want, got)
