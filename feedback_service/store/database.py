@@ -117,9 +117,6 @@ class Store:
         self._writer = (
             ThreadPoolExecutor(1, thread_name_prefix="db-writer") if db.single_writer else self._threads
         )
-        self._checkpoint_every = db.checkpoint_every
-        self._writes_since_checkpoint = 0
-        self._checkpointing = False
         # The probe has its own thread (and connection) so a busy pool never delays it.
         self._probe_thread = ThreadPoolExecutor(1, thread_name_prefix="db-probe")
         DB_POOL_SIZE.set(workers + (self._writer is not self._threads))
@@ -130,29 +127,7 @@ class Store:
 
     async def write(self, work: Callable[..., T], *args: object, deadline: float | None = None) -> T:
         """Runs a unit of work that writes."""
-        if self._checkpoint_every:
-            self._count_write()
-        # While a checkpoint runs, writes queue behind it on the writer thread:
-        # it then copies the whole WAL, and the next write starts the WAL
-        # afresh instead of growing it.
-        return await self._run(self._writer, work, args, deadline, not self._checkpointing)
-
-    def _count_write(self) -> None:
-        """Every `checkpoint_every` writes, a checkpoint queues on the writer
-        thread (one at a time), off the event loop."""
-        self._writes_since_checkpoint += 1
-        if self._writes_since_checkpoint >= self._checkpoint_every and not self._checkpointing:
-            self._writes_since_checkpoint = 0
-            self._checkpointing = True
-            self._writer.submit(self._checkpoint)
-
-    def _checkpoint(self) -> None:
-        try:
-            self._attempts(self.db.checkpoint, (), None)
-        except Exception:  # the next one will do; a failing database shows in the probe
-            log.debug("a checkpoint failed", exc_info=True)
-        finally:
-            self._checkpointing = False
+        return await self._run(self._writer, work, args, deadline, True)
 
     async def _run(
         self,

@@ -26,9 +26,6 @@ class Dialect(_Mixin):
     inline_first: ClassVar[bool] = False
     # Writes queue on one thread per process (the database has one writer).
     single_writer: ClassVar[bool] = False
-    # Writes between two checkpoints the Store runs on the writer thread (0:
-    # the database checkpoints by itself); see `checkpoint`.
-    checkpoint_every: ClassVar[int] = 0
     # A read that must also learn the thread's owner does both in one
     # statement (a join), as a round trip costs more than the join.
     one_statement_reads: ClassVar[bool] = True
@@ -63,10 +60,6 @@ class Dialect(_Mixin):
     def claim_inline_thread(self) -> None:
         """Marks the calling thread (the event loop's) as the one that runs
         work inline; only dialects with `inline_first` use it."""
-
-    def checkpoint(self) -> None:
-        """Copies what the log of committed writes holds into the database
-        file, where the database leaves that to its client."""
 
     def is_transient(self, error: Exception) -> bool:
         driver_error = error.__cause__ or error.__context__  # what peewee wrapped

@@ -27,14 +27,6 @@ class SqliteDialect(Dialect, SqliteDatabase):
     one_statement_reads = False
     remainder_operator = "%"
     BUSY_TIMEOUT_MS: ClassVar[int] = 5000
-    # A checkpoint copies each page changed since the last one from the WAL
-    # into the database file, then syncs it: on a commit of the event loop's
-    # connection (by default, every thousand pages: about 60 feedback writes
-    # of 16 pages each) it would stall every call. That connection never
-    # checkpoints; the writer thread does every this many writes (with the
-    # writes meanwhile queued behind it, so that the next one starts the WAL
-    # afresh), which bounds the WAL at about 16 MiB.
-    checkpoint_every = 256
     PRAGMAS: ClassVar[dict[str, object]] = {
         # First: wait for another process's lock instead of failing, even while
         # the pragmas below are applied to a new connection.
@@ -75,11 +67,6 @@ class SqliteDialect(Dialect, SqliteDatabase):
         super()._initialize_connection(conn)  # type: ignore[misc]  # a hook peewee's stubs leave out
         if threading.get_ident() == self._inline_thread:
             conn.execute("PRAGMA busy_timeout = 0")
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
-
-    def checkpoint(self) -> None:
-        # PASSIVE: it copies what no reader still needs, and waits for nobody.
-        self.execute_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     def is_transient(self, error: Exception) -> bool:
         first = error.args[0] if error.args else None
