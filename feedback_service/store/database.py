@@ -123,11 +123,11 @@ class Store:
 
     async def read(self, work: Callable[..., T], *args: object, deadline: float | None = None) -> T:
         """Runs a unit of work that only reads."""
-        return await self._run(self._threads, work, args, deadline, True)
+        return await self._run(self._threads, work, args, deadline)
 
     async def write(self, work: Callable[..., T], *args: object, deadline: float | None = None) -> T:
         """Runs a unit of work that writes."""
-        return await self._run(self._writer, work, args, deadline, True)
+        return await self._run(self._writer, work, args, deadline)
 
     async def _run(
         self,
@@ -135,10 +135,9 @@ class Store:
         work: Callable[..., T],
         args: tuple[object, ...],
         deadline: float | None,
-        may_inline: bool,
     ) -> T:
         if self._tracer is None or not trace.get_current_span().is_recording():
-            return await self._run_work(executor, work, args, deadline, may_inline)
+            return await self._run_work(executor, work, args, deadline)
         with self._tracer.start_as_current_span(
             f"db {getattr(work, '__name__', 'work')}",
             kind=trace.SpanKind.CLIENT,
@@ -147,7 +146,7 @@ class Store:
             set_status_on_exception=False,
         ) as span:
             try:
-                return await self._run_work(executor, work, args, deadline, may_inline)
+                return await self._run_work(executor, work, args, deadline)
             except Exception as error:
                 span.set_status(trace.StatusCode.ERROR, type(error).__name__)
                 raise
@@ -158,12 +157,11 @@ class Store:
         work: Callable[..., T],
         args: tuple[object, ...],
         deadline: float | None,
-        may_inline: bool,
     ) -> T:
         if not self.available:
             raise Unavailable("the database is unavailable; retry later")
         check_deadline(deadline)
-        if may_inline and self._inline and is_short(work, args):
+        if self._inline and is_short(work, args):
             if not self._inline_thread_claimed:  # the event loop's thread, on its first call
                 self.db.claim_inline_thread()
                 self._inline_thread_claimed = True
