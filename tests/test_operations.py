@@ -72,8 +72,11 @@ def test_work_whose_deadline_passed_in_the_queue_never_reaches_the_database(tmp_
     # No periodic health probe: the database thread in use is the writer's alone.
     with running_server(server_settings(tmp_path, health_interval_s=3600)) as (_, client):
         register(client, "t1", "", ["r1"])
-        idle = local_metric("feedback_db_connections_in_use")
-        writing = lambda: local_metric("feedback_db_connections_in_use") == idle + 1  # noqa: E731
+        # The prune that every server runs at start (on the writer thread, queued
+        # before anything registered after it) must be over before we count.
+        in_use = lambda: local_metric("feedback_db_connections_in_use")  # noqa: E731
+        wait_until(lambda: in_use() == 0)
+        writing = lambda: in_use() == 1  # noqa: E731
         with sqlite_write_lock(tmp_path / "feedback.db"):
             patient = create_future(client, "patient", timeout=20)
             wait_until(writing)  # patient holds the one writer thread; the next call queues behind it
