@@ -54,6 +54,8 @@ SERVICES = (
     thread_registry_pb2.DESCRIPTOR.services_by_name["ThreadRegistry"],
 )
 SERVICE_NAMES = [service.full_name for service in SERVICES]
+# How long a stopped server waits for its calls' tasks to run their last steps.
+CALL_TAIL_S = 2.0
 
 
 @dataclass
@@ -89,8 +91,18 @@ class Service:
             await self.health.shut_down()
         self.caller_waits.end_all()
         await self.server.stop(grace_s)
+        await _calls_settled(CALL_TAIL_S)
         self.store.close()
         access_log.flush()
+
+
+async def _calls_settled(timeout_s: float) -> None:
+    """The server stops once every call has sent its status, but a call's
+    task still has steps to run (its access line, grpc's own bookkeeping):
+    closing the loop now would cancel it there, with a traceback."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    if others:
+        await asyncio.wait(others, timeout=timeout_s)
 
 
 def build_authenticator(settings: Settings) -> Authenticator:
