@@ -28,6 +28,7 @@ from feedback_service.domain.threads import ThreadRules
 from feedback_service.health import DatabaseHealth
 from feedback_service.interceptors.authentication import AuthenticationInterceptor
 from feedback_service.interceptors.authorization import AuthorizationInterceptor
+from feedback_service.interceptors.base import HandlerCache
 from feedback_service.interceptors.draining import CallerWaits
 from feedback_service.interceptors.errors import ErrorStatusInterceptor
 from feedback_service.interceptors.limits import (
@@ -181,7 +182,8 @@ def build_server(
     # checks and stalled callers included (see interceptors/limits.py).
     waits = CallerWaits()
     server = grpc.aio.server(
-        interceptors=interceptors(settings, waits, tracer), options=server_options(settings, reuse_port)
+        interceptors=[HandlerCache(interceptors(settings, waits, tracer))],
+        options=server_options(settings, reuse_port),
     )
     changes = ChangeFeed(
         store, poll_interval_s=settings.changes_poll_interval_s, retention_s=settings.changes_retention_s

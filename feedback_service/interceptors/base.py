@@ -110,3 +110,39 @@ class ServerInterceptor(grpc.aio.ServerInterceptor, abc.ABC):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+class HandlerCache(grpc.aio.ServerInterceptor):
+    """Runs the interceptors' `intercept_service` once per method instead of
+    once per call, and keeps the handler they build.
+
+    That is sound because every interceptor here decides how to wrap a
+    handler from the method and the handler alone; whatever depends on the
+    call (metadata, peer, request) happens in the behaviour, per call.
+    Unknown methods are not kept: their names are the caller's choice."""
+
+    def __init__(self, interceptors: "list[grpc.aio.ServerInterceptor]") -> None:
+        self._interceptors = tuple(interceptors)
+        self._handlers: dict[str, Handler] = {}
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> "Handler | None":
+        method = handler_call_details.method
+        handler = self._handlers.get(method)
+        if handler is None:
+            handler = await self._wrapped(0, continuation, handler_call_details)
+            if handler is not None:
+                self._handlers[method] = handler
+        return handler
+
+    async def _wrapped(
+        self, index: int, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> "Handler | None":
+        if index == len(self._interceptors):
+            return await continuation(details)
+
+        async def inner(next_details: grpc.HandlerCallDetails) -> "Handler | None":
+            return await self._wrapped(index + 1, continuation, next_details)
+
+        return await self._interceptors[index].intercept_service(inner, details)
