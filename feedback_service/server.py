@@ -165,7 +165,7 @@ def interceptors(
         AuthenticationInterceptor(
             build_authenticator(settings), client_certificates=settings.tls_client_ca_file is not None
         ),
-        RequestInterceptor(settings.request_timeout_s, waits),
+        RequestInterceptor(waits),
         ConcurrencyLimitInterceptor(settings.max_concurrent_rpcs),
         AuthorizationInterceptor(declared_rules(SERVICES)),
         ChangeStreamLimitInterceptor(settings.max_change_streams, waits),
@@ -180,7 +180,7 @@ def build_server(
 ) -> Service:
     # No maximum_concurrent_rpcs: gRPC's own limit counts every call, health
     # checks and stalled callers included (see interceptors/limits.py).
-    waits = CallerWaits()
+    waits = CallerWaits(settings.request_timeout_s)
     server = grpc.aio.server(
         interceptors=[HandlerCache(interceptors(settings, waits, tracer))],
         options=server_options(settings, reuse_port),

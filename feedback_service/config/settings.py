@@ -176,7 +176,8 @@ class Settings(BaseSettings):
         gt=0,
         le=3600,
         description="A call whose request message has not arrived this long after it began is ended "
-        "with `DEADLINE_EXCEEDED`.",
+        "with `DEADLINE_EXCEEDED` (checked every quarter of it, at most every second, so up to a "
+        "quarter later).",
     )
     max_public_streams_per_connection: int = Field(
         10,

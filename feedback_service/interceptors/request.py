@@ -8,7 +8,6 @@ This is the one interceptor that changes a handler's shape: a unary request
 becomes a stream that it reads once.
 """
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -27,9 +26,8 @@ _STREAMING = {
 
 
 class RequestInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, timeout_s: float, waits: CallerWaits) -> None:
-        self._timeout_s = timeout_s
-        self._waits = waits
+    def __init__(self, waits: CallerWaits) -> None:
+        self._waits = waits  # holds the time limit
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -50,11 +48,10 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 
     async def _read(self, context: Context) -> bytes:
         try:
-            async with asyncio.timeout(self._timeout_s):
-                message = await self._waits.wait(context.read())
+            message = await self._waits.wait_limited(context.read())
         except TimeoutError:
             raise DeadlineExceeded(
-                f"the request message did not arrive within {self._timeout_s:g}s of the call's start"
+                f"the request message did not arrive within {self._waits.limit_s:g}s of the call's start"
             ) from None
         if not isinstance(message, bytes):  # grpc.aio.EOF: the stream ended first
             raise InvalidArgument([], "the call ended without a request message")
