@@ -160,7 +160,7 @@ def interceptors(
     tracing: list[grpc.aio.ServerInterceptor] = [TracingInterceptor(tracer)] if tracer else []
     return [
         *tracing,
-        ObservabilityInterceptor(),
+        ObservabilityInterceptor(traced=tracer is not None),
         ErrorStatusInterceptor(),
         AuthenticationInterceptor(
             build_authenticator(settings), client_certificates=settings.tls_client_ca_file is not None

@@ -30,7 +30,8 @@ class ObservabilityInterceptor(ServerInterceptor):
     """Metric children are resolved once per method (and code): looking them
     up by label on every call cost more than recording the values."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, traced: bool = False) -> None:
+        self._traced = traced  # with tracing off, no span to look up on every call
         self._in_flight = 0
         IN_FLIGHT.set_function(lambda: self._in_flight)
 
@@ -55,7 +56,8 @@ class ObservabilityInterceptor(ServerInterceptor):
             _requests(method, code).inc()
             principal = current_principal.get(None)
             kind = principal.kind.value if principal else None
-            record_outcome(code, kind)
+            if self._traced:
+                record_outcome(code, kind)
             log_access(
                 method.path,
                 code.name,
@@ -63,7 +65,7 @@ class ObservabilityInterceptor(ServerInterceptor):
                 kind,
                 principal.id if principal else None,
                 context.peer(),
-                current_trace_id(),
+                current_trace_id() if self._traced else None,
             )
 
 
