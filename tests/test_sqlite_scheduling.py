@@ -143,6 +143,26 @@ def test_health_and_a_point_read_answer_while_a_long_read_runs(big: Client) -> N
     pytest.fail(f"in {TRIES} tries, the long read never ran while health and a point read answered")
 
 
+def test_a_page_read_on_the_reader_thread_does_not_wait_behind_a_scan(big: Client) -> None:
+    # A filtered list never runs on the loop: it takes the reader thread,
+    # while the time series (a scan) has a scan thread.
+    listed = pb.ListFeedbackRequest(thread_id=THREAD, run_id=RUN, rating=-1, page_size=10)
+    for _ in range(TRIES):
+        assert series_running() == 0
+        long_read = big.feedback.GetFeedbackTimeSeries.future(
+            every_thread_series(), metadata=SERVICE, timeout=CALL_TIMEOUT_S
+        )
+        wait_until(started_or_done(long_read), CALL_TIMEOUT_S)
+        started_first = not long_read.done()
+        page = big.feedback.ListFeedback(listed, metadata=ALICE, timeout=CALL_TIMEOUT_S)
+        still_running = series_running() >= 1 and not long_read.done()
+        assert list(page.feedback) == []  # alice has not voted on it
+        assert long_read.result().buckets
+        if started_first and still_running:
+            return
+    pytest.fail(f"in {TRIES} tries, the long read never ran while the page read answered")
+
+
 def wal_generation(path: Path) -> int:
     """The WAL header's checkpoint sequence number: SQLite adds one each time
     it starts the WAL afresh, which it does only once a checkpoint has copied

@@ -81,8 +81,9 @@ class Settings(BaseSettings):
         8,
         ge=1,
         le=1024,
-        description="Database threads, one connection each, on PostgreSQL and MySQL. (SQLite reads run "
-        "on the event loop and writes go through one writer thread.)",
+        description="Database threads, one connection each, on PostgreSQL and MySQL. (SQLite runs "
+        "short work on the event loop, other reads on one reader thread and up to two scan threads, "
+        "and writes on one writer thread: see the SQLite scheduling page.)",
     )
     db_connect_timeout_s: float = Field(
         5.0, ge=1, le=3600, description="Connect timeout for PostgreSQL and MySQL, in seconds."

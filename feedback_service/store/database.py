@@ -8,8 +8,10 @@ one key, one feedback written) and it can finish without waiting for a lock;
 else on a bounded pool of database threads. Any other unit, one that may
 visit many rows (lists, batches, thread stats, time series, erasure,
 pruning, the change feed), always runs on a thread, so that the event loop,
-which answers every call, never waits for it. Writes queue on one writer
-thread where the dialect has a single writer. Every path drops work whose
+which answers every call, never waits for it. Where the dialect has a
+single writer (SQLite), writes queue on one writer thread, reads on one
+reader thread, and units marked `scan` (analytics) on scan threads of their
+own. Every path drops work whose
 deadline has passed before it touches the database; work that would wait
 for a lock, or failed because of a deadlock, a serialisation failure or a
 dropped connection, goes to (or stays on) the thread path, which retries it.
@@ -51,6 +53,9 @@ DB_THREAD_WORK = Gauge(
 
 CONNECTION_ERRORS = (OperationalError, InterfaceError)
 MAX_ATTEMPTS = 5
+# SQLite: threads for scans (two can count side by side, each mostly in one
+# long step without the GIL).
+SQLITE_SCAN_THREADS = 2
 
 
 def open_database(url: str, connect_timeout_s: float = 5) -> Dialect:
@@ -89,6 +94,18 @@ def short_when(condition: Callable[..., bool]) -> Callable[[W], W]:
     return mark
 
 
+# The units of work that count over whole threads or the whole database
+# (analytics). On SQLite they have threads of their own (see Store).
+_SCANS: set[Callable[..., object]] = set()
+
+
+def scan(work: W) -> W:
+    """Marks a read that counts over many rows whatever the page size: on
+    SQLite it runs on the scan threads, so a page read never waits behind it."""
+    _SCANS.add(work)
+    return work
+
+
 def is_short(work: Callable[..., object], args: tuple[object, ...]) -> bool:
     """Whether this call of a unit of work is marked short."""
     condition = _SHORT.get(work)
@@ -113,17 +130,27 @@ class Store:
         self.available = True
         self._inline = db.inline_first
         self._inline_thread_claimed = False
-        self._threads = ThreadPoolExecutor(workers, thread_name_prefix="db")
-        self._writer = (
-            ThreadPoolExecutor(1, thread_name_prefix="db-writer") if db.single_writer else self._threads
-        )
+        if db.single_writer:
+            # SQLite work holds the GIL for every row it steps through: threads
+            # that read side by side mostly wait on each other, and CPU per
+            # call doubled from one reader thread to two (docs/concurrency-sqlite.md).
+            # So one thread reads pages and batches, and scans have their own,
+            # so that a page read never waits behind a count over the database.
+            scanners = min(workers, SQLITE_SCAN_THREADS)
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="db-read")
+            self._scanner = ThreadPoolExecutor(scanners, thread_name_prefix="db-scan")
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
+            DB_POOL_SIZE.set(2 + scanners)
+        else:
+            self._reader = self._scanner = self._writer = ThreadPoolExecutor(workers, thread_name_prefix="db")
+            DB_POOL_SIZE.set(workers)
         # The probe has its own thread (and connection) so a busy pool never delays it.
         self._probe_thread = ThreadPoolExecutor(1, thread_name_prefix="db-probe")
-        DB_POOL_SIZE.set(workers + (self._writer is not self._threads))
 
     async def read(self, work: Callable[..., T], *args: object, deadline: float | None = None) -> T:
         """Runs a unit of work that only reads."""
-        return await self._run(self._threads, work, args, deadline)
+        executor = self._scanner if work in _SCANS else self._reader
+        return await self._run(executor, work, args, deadline)
 
     async def write(self, work: Callable[..., T], *args: object, deadline: float | None = None) -> T:
         """Runs a unit of work that writes."""
@@ -230,7 +257,6 @@ class Store:
             log.debug("closing a broken connection failed", exc_info=True)
 
     def close(self) -> None:
-        self._probe_thread.shutdown(wait=True)
-        self._writer.shutdown(wait=True)
-        self._threads.shutdown(wait=True)
+        for executor in {self._probe_thread, self._writer, self._reader, self._scanner}:
+            executor.shutdown(wait=True)
         self.db.close()

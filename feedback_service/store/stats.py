@@ -17,7 +17,7 @@ from feedback_service.core.records import (
     ThreadStats,
     VoteCounts,
 )
-from feedback_service.store.database import short_when
+from feedback_service.store.database import scan, short_when
 from feedback_service.store.models import Feedback, FeedbackTag, RunLabel, database
 from feedback_service.store.prepared import Prepared
 from feedback_service.store.thread_rule import joined_with_owner, read_with_owner
@@ -160,6 +160,7 @@ _THREAD_STATS_WITH_OWNER = Prepared(
 )
 
 
+@scan
 def thread_stats(thread_id: str, with_owner: bool) -> tuple[str | None, ThreadStats]:
     """The votes on every run of a thread, their tags and the runs they are
     on, in one statement; and the thread's owner when `with_owner`."""
@@ -208,6 +209,7 @@ def _series_statements(width: int) -> tuple[Prepared, Prepared]:
     return _SERIES[width], _SERIES_WITH_OWNER[width]
 
 
+@scan
 def time_series(
     thread_id: str | None, start: int, end: int, width: int, with_owner: bool
 ) -> tuple[str | None, list[BucketCount]]:
@@ -309,6 +311,7 @@ def _label_votes(
     }
 
 
+@scan
 def votes_by_label(
     label_key: str, selection: Labels, thread_id: str | None, start: int | None, end: int | None
 ) -> tuple[str | None, dict[str, VoteCounts]]:
@@ -320,6 +323,7 @@ def votes_by_label(
     return _label_votes(label_key, selection, thread_id, start, end)
 
 
+@scan
 def votes_of_selections(
     selections: Sequence[Labels], thread_id: str | None, start: int | None, end: int | None
 ) -> tuple[str | None, list[VoteCounts]]:
