@@ -143,10 +143,27 @@ def test_health_and_a_point_read_answer_while_a_long_read_runs(big: Client) -> N
     pytest.fail(f"in {TRIES} tries, the long read never ran while health and a point read answered")
 
 
-def test_a_page_read_on_the_reader_thread_does_not_wait_behind_a_scan(big: Client) -> None:
-    # A filtered list never runs on the loop: it takes the reader thread,
+def over_budget(work: str) -> float:
+    """Reads of this unit that went past their step budget on the loop (the store's counter)."""
+    value = REGISTRY.get_sample_value("feedback_db_reads_over_budget_total", {"work": work})
+    return value or 0.0
+
+
+# No vote carries a comment: the filter passes over every vote of the thread
+# and finds none, far past the step budget of a read on the loop.
+NO_MATCH = pb.ListThreadFeedbackRequest(thread_id=THREAD, has_comment=True, page_size=10)
+
+
+def test_a_read_past_its_step_budget_runs_again_on_the_reader_thread(big: Client) -> None:
+    before = over_budget("feedback_page")
+    page = big.feedback.ListThreadFeedback(NO_MATCH, metadata=SERVICE, timeout=CALL_TIMEOUT_S)
+    assert list(page.feedback) == [] and not page.next_page_token
+    assert over_budget("feedback_page") == before + 1
+
+
+def test_a_read_on_the_reader_thread_does_not_wait_behind_a_scan(big: Client) -> None:
+    # The list goes past its budget on the loop and runs on the reader thread,
     # while the time series (a scan) has a scan thread.
-    listed = pb.ListFeedbackRequest(thread_id=THREAD, run_id=RUN, rating=-1, page_size=10)
     for _ in range(TRIES):
         assert series_running() == 0
         long_read = big.feedback.GetFeedbackTimeSeries.future(
@@ -154,13 +171,15 @@ def test_a_page_read_on_the_reader_thread_does_not_wait_behind_a_scan(big: Clien
         )
         wait_until(started_or_done(long_read), CALL_TIMEOUT_S)
         started_first = not long_read.done()
-        page = big.feedback.ListFeedback(listed, metadata=ALICE, timeout=CALL_TIMEOUT_S)
+        before = over_budget("feedback_page")
+        page = big.feedback.ListThreadFeedback(NO_MATCH, metadata=SERVICE, timeout=CALL_TIMEOUT_S)
         still_running = series_running() >= 1 and not long_read.done()
-        assert list(page.feedback) == []  # alice has not voted on it
+        assert list(page.feedback) == []
+        assert over_budget("feedback_page") == before + 1  # it did run on the reader thread
         assert long_read.result().buckets
         if started_first and still_running:
             return
-    pytest.fail(f"in {TRIES} tries, the long read never ran while the page read answered")
+    pytest.fail(f"in {TRIES} tries, the long read never ran while the list answered")
 
 
 def wal_generation(path: Path) -> int:

@@ -31,7 +31,7 @@ from typing import TypeVar
 
 from opentelemetry import trace
 from peewee import InterfaceError, OperationalError
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from feedback_service.core.errors import DeadlineExceeded, Unavailable
 from feedback_service.store.dialects import Dialect, dialect_database
@@ -51,11 +51,23 @@ DB_THREAD_WORK = Gauge(
     ["work"],
 )
 
+OVER_BUDGET = Counter(
+    "feedback_db_reads_over_budget",
+    "SQLite reads tried on the event loop that went past their step budget and ran again on the "
+    "reader thread, by unit",
+    ["work"],
+)
+
 CONNECTION_ERRORS = (OperationalError, InterfaceError)
 MAX_ATTEMPTS = 5
 # SQLite: threads for scans (two can count side by side, each mostly in one
 # long step without the GIL).
 SQLITE_SCAN_THREADS = 2
+# SQLite: the steps a read (not a scan) may take on the event loop before it
+# is interrupted and run again on the reader thread. SQLite runs 20,000 to
+# 90,000 steps a millisecond, so this holds the loop for a few milliseconds
+# at most (benchmarks/reader_threads.py measures what a thread hop costs).
+INLINE_READ_STEPS = 50_000
 
 
 def open_database(url: str, connect_timeout_s: float = 5) -> Dialect:
@@ -188,16 +200,29 @@ class Store:
         if not self.available:
             raise Unavailable("the database is unavailable; retry later")
         check_deadline(deadline)
-        if self._inline and is_short(work, args):
-            if not self._inline_thread_claimed:  # the event loop's thread, on its first call
-                self.db.claim_inline_thread()
-                self._inline_thread_claimed = True
+        short = self._inline and is_short(work, args)
+        if short or (self._inline and executor is self._reader):
             try:
-                return work(*args)
-            except CONNECTION_ERRORS:
-                pass  # it would have waited, or the connection failed: nothing was committed
+                return self._inline_run(work, args, budget=not short)
+            except CONNECTION_ERRORS:  # it would have waited, went past its budget, or the
+                pass  # connection failed: nothing was committed, so the thread runs it afresh
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(executor, self._attempts, work, args, deadline)
+
+    def _inline_run(self, work: Callable[..., T], args: tuple[object, ...], *, budget: bool) -> T:
+        """Runs a unit on the event loop: a short one as it is, any other read
+        (not a scan) within INLINE_READ_STEPS."""
+        if not self._inline_thread_claimed:  # the event loop's thread, on its first call
+            self.db.claim_inline_thread()
+            self._inline_thread_claimed = True
+        if not budget:
+            return work(*args)
+        try:
+            with self.db.step_budget(INLINE_READ_STEPS):
+                return work(*args)
+        except CONNECTION_ERRORS:
+            OVER_BUDGET.labels(getattr(work, "__name__", "work")).inc()
+            raise
 
     def _attempts(self, work: Callable[..., T], args: tuple[object, ...], deadline: float | None) -> T:
         check_deadline(deadline)  # it may have queued for a thread past its deadline

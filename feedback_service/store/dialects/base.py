@@ -61,6 +61,12 @@ class Dialect(_Mixin):
         """Marks the calling thread (the event loop's) as the one that runs
         work inline; only dialects with `inline_first` use it."""
 
+    def step_budget(self, operations: int) -> contextlib.AbstractContextManager[None]:
+        """Interrupts (OperationalError) any statement run inside that goes
+        past `operations` virtual-machine steps; only dialects with
+        `inline_first` use it."""
+        return contextlib.nullcontext()
+
     def is_transient(self, error: Exception) -> bool:
         driver_error = error.__cause__ or error.__context__  # what peewee wrapped
         if getattr(driver_error, "pgcode", None) in self.transient_codes:

@@ -1,6 +1,8 @@
 """SQLite: one local file, reached in-process."""
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlparse
@@ -63,6 +65,17 @@ class SqliteDialect(Dialect, SqliteDatabase):
         # write lock from its first statement (BEGIN IMMEDIATE).
         return query
 
+    @contextlib.contextmanager
+    def step_budget(self, operations: int) -> Iterator[None]:
+        # SQLite calls the handler once a statement has run that many steps
+        # (counted across its rows); a true answer interrupts it.
+        connection = self.connection()
+        connection.set_progress_handler(_interrupt, operations)
+        try:
+            yield
+        finally:
+            connection.set_progress_handler(None, 0)
+
     def _initialize_connection(self, conn: Any) -> None:
         super()._initialize_connection(conn)  # type: ignore[misc]  # a hook peewee's stubs leave out
         if threading.get_ident() == self._inline_thread:
@@ -71,3 +84,7 @@ class SqliteDialect(Dialect, SqliteDatabase):
     def is_transient(self, error: Exception) -> bool:
         first = error.args[0] if error.args else None
         return isinstance(first, str) and first.startswith(("database is locked", "database is busy"))
+
+
+def _interrupt() -> bool:
+    return True
