@@ -35,6 +35,7 @@ from prometheus_client import Counter, Gauge
 
 from feedback_service.core.errors import DeadlineExceeded, Unavailable
 from feedback_service.store.dialects import Dialect, dialect_database
+from feedback_service.store.dialects.base import OverBudget
 from feedback_service.store.models import database
 
 log = logging.getLogger(__name__)
@@ -204,8 +205,8 @@ class Store:
         if short or (self._inline and executor is self._reader):
             try:
                 return self._inline_run(work, args, budget=not short)
-            except CONNECTION_ERRORS:  # it would have waited, went past its budget, or the
-                pass  # connection failed: nothing was committed, so the thread runs it afresh
+            except (OverBudget, *CONNECTION_ERRORS):  # it would have waited, went past its
+                pass  # budget, or the connection failed: nothing was committed; the thread runs it afresh
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(executor, self._attempts, work, args, deadline)
 
@@ -220,7 +221,7 @@ class Store:
         try:
             with self.db.step_budget(INLINE_READ_STEPS):
                 return work(*args)
-        except CONNECTION_ERRORS:
+        except OverBudget:
             OVER_BUDGET.labels(getattr(work, "__name__", "work")).inc()
             raise
 

@@ -15,6 +15,10 @@ else:
     _Mixin = object
 
 
+class OverBudget(Exception):
+    """A statement went past its step budget and was interrupted (it wrote nothing)."""
+
+
 class Dialect(_Mixin):
     """The mixin; the defaults suit a server database reached over a network."""
 
@@ -62,8 +66,8 @@ class Dialect(_Mixin):
         work inline; only dialects with `inline_first` use it."""
 
     def step_budget(self, operations: int) -> contextlib.AbstractContextManager[None]:
-        """Interrupts (OperationalError) any statement run inside that goes
-        past `operations` virtual-machine steps; only dialects with
+        """Interrupts any statement run inside that goes past `operations`
+        virtual-machine steps, with OverBudget; only dialects with
         `inline_first` use it."""
         return contextlib.nullcontext()
 

@@ -1,15 +1,16 @@
 """SQLite: one local file, reached in-process."""
 
 import contextlib
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from peewee import Select, SqliteDatabase
+from peewee import OperationalError, Select, SqliteDatabase
 
-from feedback_service.store.dialects.base import Dialect
+from feedback_service.store.dialects.base import Dialect, OverBudget
 
 
 class SqliteDialect(Dialect, SqliteDatabase):
@@ -68,11 +69,23 @@ class SqliteDialect(Dialect, SqliteDatabase):
     @contextlib.contextmanager
     def step_budget(self, operations: int) -> Iterator[None]:
         # SQLite calls the handler once a statement has run that many steps
-        # (counted across its rows); a true answer interrupts it.
+        # (counted across its rows); a true answer interrupts it, with an
+        # error raised from execute or, mid-rows, straight from the driver.
         connection = self.connection()
-        connection.set_progress_handler(_interrupt, operations)
+        fired = False
+
+        def interrupt() -> bool:
+            nonlocal fired
+            fired = True
+            return True
+
+        connection.set_progress_handler(interrupt, operations)
         try:
             yield
+        except (sqlite3.OperationalError, OperationalError) as error:
+            if fired:
+                raise OverBudget from error
+            raise
         finally:
             connection.set_progress_handler(None, 0)
 
@@ -84,7 +97,3 @@ class SqliteDialect(Dialect, SqliteDatabase):
     def is_transient(self, error: Exception) -> bool:
         first = error.args[0] if error.args else None
         return isinstance(first, str) and first.startswith(("database is locked", "database is busy"))
-
-
-def _interrupt() -> bool:
-    return True
