@@ -64,8 +64,8 @@ MAX_ATTEMPTS = 5
 # SQLite: threads for scans (two can count side by side, each mostly in one
 # long step without the GIL).
 SQLITE_SCAN_THREADS = 2
-# SQLite: the steps a read (not a scan) may take on the event loop before it
-# is interrupted and run again on the reader thread. SQLite runs 20,000 to
+# SQLite: the steps a read's statement may take on the event loop before it
+# is interrupted and run again on its thread (reader or scan). SQLite runs 20,000 to
 # 90,000 steps a millisecond, so this holds the loop for a few milliseconds
 # at most (benchmarks/reader_threads.py measures what a thread hop costs).
 INLINE_READ_STEPS = 50_000
@@ -114,7 +114,8 @@ _SCANS: set[Callable[..., object]] = set()
 
 def scan(work: W) -> W:
     """Marks a read that counts over many rows whatever the page size: on
-    SQLite it runs on the scan threads, so a page read never waits behind it."""
+    SQLite, past its step budget on the loop, it runs on the scan threads, so
+    a page read never waits behind it."""
     _SCANS.add(work)
     return work
 
@@ -202,7 +203,7 @@ class Store:
             raise Unavailable("the database is unavailable; retry later")
         check_deadline(deadline)
         short = self._inline and is_short(work, args)
-        if short or (self._inline and executor is self._reader):
+        if short or (self._inline and executor is not self._writer):
             try:
                 return self._inline_run(work, args, budget=not short)
             except (OverBudget, *CONNECTION_ERRORS):  # it would have waited, went past its
@@ -212,7 +213,7 @@ class Store:
 
     def _inline_run(self, work: Callable[..., T], args: tuple[object, ...], *, budget: bool) -> T:
         """Runs a unit on the event loop: a short one as it is, any other read
-        (not a scan) within INLINE_READ_STEPS."""
+        within INLINE_READ_STEPS."""
         if not self._inline_thread_claimed:  # the event loop's thread, on its first call
             self.db.claim_inline_thread()
             self._inline_thread_claimed = True
