@@ -82,8 +82,8 @@ class Settings(BaseSettings):
         ge=1,
         le=1024,
         description="Database threads, one connection each, on PostgreSQL and MySQL. (SQLite runs "
-        "short work on the event loop, other reads on one reader thread and up to two scan threads, "
-        "and writes on one writer thread: see the SQLite scheduling page.)",
+        "reads on the event loop within a step budget, and the rest on one reader thread and up to "
+        "two scan threads; writes go through one writer thread: see the SQLite scheduling page.)",
     )
     db_connect_timeout_s: float = Field(
         5.0, ge=1, le=3600, description="Connect timeout for PostgreSQL and MySQL, in seconds."
