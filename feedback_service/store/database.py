@@ -1,20 +1,23 @@
 """Opening the database, and running units of work on it.
 
 A unit of work is a plain function of a store module (threads.py, writes.py, …) or
-store/requests.py. The Store runs it the way the database's dialect asks:
-first on the event loop when the dialect allows it (SQLite) and the unit is
-marked `short` (measured to stay short whatever the data: an index lookup of
-one key, one feedback written) and it can finish without waiting for a lock;
-else on a bounded pool of database threads. Any other unit, one that may
-visit many rows (lists, batches, thread stats, time series, erasure,
-pruning, the change feed), always runs on a thread, so that the event loop,
-which answers every call, never waits for it. Where the dialect has a
-single writer (SQLite), writes queue on one writer thread, reads on one
-reader thread, and units marked `scan` (analytics) on scan threads of their
-own. Every path drops work whose
-deadline has passed before it touches the database; work that would wait
-for a lock, or failed because of a deadlock, a serialisation failure or a
-dropped connection, goes to (or stays on) the thread path, which retries it.
+store/requests.py. The Store runs it the way the database's dialect asks.
+
+On PostgreSQL and MySQL every unit runs on a bounded pool of database
+threads. On SQLite (docs/concurrency-sqlite.md) a unit marked `short`
+(short whatever the data: an index lookup of one key, one feedback written)
+runs on the event loop when it can finish without waiting for a lock. Any
+other read runs there too, first, but SQLite interrupts it past
+INLINE_READ_STEPS steps and it runs afresh on a thread: the reader thread,
+or for units marked `scan` (analytics) a scan thread, so that a page never
+waits behind a count. Writes that are not short, or would wait for the
+lock, queue on the one writer thread. So the event loop, which answers
+every call, never waits long for the database.
+
+Every path drops work whose deadline has passed before it touches the
+database; work that would wait for a lock, or failed because of a deadlock,
+a serialisation failure or a dropped connection, goes to (or stays on) the
+thread path, which retries it.
 
 When the call being served is traced, each unit of work gets a child span
 (`db <function name>`, with db.system) covering its wait for a database
@@ -54,8 +57,8 @@ DB_THREAD_WORK = Gauge(
 
 OVER_BUDGET = Counter(
     "feedback_db_reads_over_budget",
-    "SQLite reads tried on the event loop that went past their step budget and ran again on the "
-    "reader thread, by unit",
+    "SQLite reads tried on the event loop that went past their step budget and ran again on a "
+    "database thread, by unit",
     ["work"],
 )
 
